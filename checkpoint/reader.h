@@ -1,0 +1,80 @@
+// Opens and validates a checkpoint directory written by CheckpointWriter.
+// Torch-free: hands out bytes; checkpoint/tensors.h makes torch::Tensor.
+//
+// Open() validates everything before anything is trusted: the manifest
+// parses; format_version is supported; alignment is a power of two; data
+// file names are plain names inside the directory and each file exists with
+// exactly the recorded size; tensor names are unique and non-empty; each
+// dtype is known; shape dims are non-negative and product(shape) *
+// element_size equals size_bytes without overflow; each [offset,
+// offset+size) lies inside its data file; offsets are aligned. A violation
+// is an absl::Status naming the checkpoint, the tensor and the rule
+// (kDataLoss for corruption, kFailedPrecondition for a newer format,
+// kNotFound for missing files). Hostile input never reads out of bounds
+// and never allocates more than the manifest file's own size plus the
+// tensors the caller asks for.
+//
+// Checksums: with ReaderOptions::verify_checksums (the default) every
+// ReadTensor() checks XXH3 and returns kDataLoss on mismatch. With mmap,
+// MappedTensor() verifies on first access unless verify_checksums is off;
+// VerifyAll() checks every tensor up front.
+//
+// A reader is safe to use from several threads at once after Open().
+#ifndef CHECKPOINT_READER_H_
+#define CHECKPOINT_READER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "checkpoint/manifest.pb.h"
+
+namespace checkpoint {
+
+struct ReaderOptions {
+  bool verify_checksums = true;
+  // Map data files into memory (read-only, MAP_SHARED); MappedTensor()
+  // then returns views into the mapping without copying.
+  bool use_mmap = false;
+};
+
+class CheckpointReader {
+ public:
+  // `path` is a checkpoint directory, or a symlink to one (RUN_DIR/best).
+  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(
+      const std::string& path, ReaderOptions options = {});
+  ~CheckpointReader();
+
+  const proto::Manifest& manifest() const;
+  const std::string& path() const;
+
+  // Null when `name` is not in the checkpoint.
+  const proto::TensorEntry* FindTensor(absl::string_view name) const;
+
+  // Copies the tensor's bytes into `destination` (size must equal
+  // entry.size_bytes()) and verifies the checksum if enabled.
+  absl::Status ReadTensor(const proto::TensorEntry& entry,
+                          absl::Span<char> destination) const;
+
+  // Requires use_mmap. The view stays valid while the reader lives (or
+  // while a shared_ptr from mapping_owner() is held).
+  absl::StatusOr<absl::Span<const char>> MappedTensor(
+      const proto::TensorEntry& entry) const;
+  std::shared_ptr<const void> mapping_owner() const;
+
+  // Reads and checks every tensor's checksum; the first mismatch fails.
+  absl::Status VerifyAll() const;
+
+ private:
+  class Impl;
+  explicit CheckpointReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace checkpoint
+
+#endif  // CHECKPOINT_READER_H_

@@ -1,0 +1,99 @@
+// Writes one checkpoint directory atomically. Torch-free: callers hand it
+// raw bytes (checkpoint/tensors.h does that for torch::Tensor).
+//
+// On-disk layout (checkpoint/FORMAT.md has the full specification):
+//
+//   NAME/manifest.pb        checkpoint.proto.Manifest, binary protobuf
+//   NAME/data-00000.bin     tensor bytes, each tensor at an offset aligned to
+//                           Manifest.alignment (64), zero padding between
+//
+// Atomicity: everything is written into a temporary sibling directory
+// `.tmp-NAME-<unique>` of the final path, data and manifest are fsync'ed,
+// the directory is renamed to NAME and the parent is fsync'ed. If NAME
+// already exists it is swapped in one renameat2(RENAME_EXCHANGE) and the
+// old directory removed afterwards. A crash at any instant leaves either
+// the old NAME or the new one; at worst a `.tmp-*` directory, which
+// RemoveStaleTemporaries() deletes.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto writer, CheckpointWriter::Create("/runs/a/epoch=1"));
+//   RETURN_IF_ERROR(writer->AddTensor("fc.weight", proto::FLOAT32, {10, 64},
+//                                      bytes));
+//   *writer->mutable_metadata()->mutable_progress() = ...;
+//   RETURN_IF_ERROR(writer->Commit());
+//
+// Not thread-safe: one thread drives one writer.
+#ifndef CHECKPOINT_WRITER_H_
+#define CHECKPOINT_WRITER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "checkpoint/manifest.pb.h"
+
+namespace checkpoint {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kTensorAlignment = 64;
+inline constexpr char kManifestFileName[] = "manifest.pb";
+inline constexpr char kTemporaryPrefix[] = ".tmp-";
+
+struct WriterOptions {
+  // fsync data, manifest and directories before and after the rename.
+  // Only tests and benchmarks of the page cache turn this off.
+  bool sync = true;
+};
+
+class CheckpointWriter {
+ public:
+  // Prepares a temporary directory beside `final_path`. The parent
+  // directory must exist.
+  static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Create(
+      std::string final_path, WriterOptions options = {});
+
+  // Removes the temporary directory unless Commit() succeeded.
+  ~CheckpointWriter();
+
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Appends one tensor. `bytes` is copied (or written) before this returns,
+  // and the checksum is computed over the bytes as written. Names must be
+  // unique; bytes.size() must equal product(shape) * element size.
+  absl::Status AddTensor(absl::string_view name, proto::DType dtype,
+                         absl::Span<const int64_t> shape,
+                         absl::Span<const char> bytes,
+                         absl::string_view saved_device = "cpu");
+
+  // Metadata and training state to record; tensors and data files are
+  // filled in by the writer.
+  proto::Metadata* mutable_metadata();
+  proto::TrainingState* mutable_training_state();
+
+  // Flushes, fsyncs and atomically publishes the checkpoint at final_path.
+  absl::Status Commit();
+
+  const std::string& final_path() const;
+
+ private:
+  class Impl;
+  explicit CheckpointWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Deletes `.tmp-*` directories left in `directory` by writers that died.
+// Returns how many were removed.
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory);
+
+// Bytes per element of `dtype`, or 0 for DTYPE_UNSPECIFIED / unknown values.
+size_t ElementSize(proto::DType dtype);
+absl::string_view DTypeName(proto::DType dtype);
+
+}  // namespace checkpoint
+
+#endif  // CHECKPOINT_WRITER_H_

@@ -1,0 +1,106 @@
+#include "tools/cli/flags.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace cli {
+namespace {
+
+std::string& ProgramName() {
+  static std::string name = "program";
+  return name;
+}
+
+bool IsUsageFlag(absl::string_view name) {
+  return name == "help" || name == "helpfull" || name == "helpshort" ||
+         name == "helppackage" || name == "version" ||
+         name == "only_check_args";
+}
+
+}  // namespace
+
+absl::Status ValidateFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view argument = argv[i];
+    if (argument == "--") break;
+    if (!absl::StartsWith(argument, "-") || argument == "-") continue;
+    argument.remove_prefix(absl::StartsWith(argument, "--") ? 2 : 1);
+    absl::string_view name = argument;
+    absl::string_view value;
+    bool has_value = false;
+    if (size_t equals = argument.find('='); equals != absl::string_view::npos) {
+      name = argument.substr(0, equals);
+      value = argument.substr(equals + 1);
+      has_value = true;
+    }
+    if (IsUsageFlag(name) || name == "flagfile" || name == "fromenv" ||
+        name == "tryfromenv" || name == "undefok") {
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      absl::CommandLineFlag* negated =
+          absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>() && !has_value) {
+        continue;
+      }
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name, " (see --help)"));
+    }
+    if (!has_value) {
+      if (flag->IsOfType<bool>()) continue;
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    // ParseFrom stores the value; ParseCommandLine sets it again right after.
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad value '", value, "' for flag --", name, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ParseFlagsOrExit(int argc, char** argv,
+                                          absl::string_view usage) {
+  if (argc > 0) {
+    absl::string_view program = argv[0];
+    if (size_t slash = program.rfind('/'); slash != absl::string_view::npos) {
+      program.remove_prefix(slash + 1);
+    }
+    ProgramName() = std::string(program);
+  }
+  absl::SetProgramUsageMessage(usage);
+  if (absl::Status status = ValidateFlags(argc, argv); !status.ok()) {
+    ExitWithError(status.message());
+  }
+  std::vector<char*> remaining = absl::ParseCommandLine(argc, argv);
+  return std::vector<std::string>(remaining.begin() + 1, remaining.end());
+}
+
+void ExitWithError(absl::string_view message, int exit_code) {
+  std::fprintf(stderr, "%s: error: %.*s\n", ProgramName().c_str(),
+               static_cast<int>(message.size()), message.data());
+  std::exit(exit_code);
+}
+
+void ExitIfError(const absl::Status& status) {
+  if (!status.ok()) ExitWithError(status.message(), 1);
+}
+
+}  // namespace cli
