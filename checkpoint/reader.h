@@ -24,6 +24,7 @@
 #define CHECKPOINT_READER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -59,6 +60,16 @@ class CheckpointReader {
   // entry.size_bytes()) and verifies the checksum if enabled.
   absl::Status ReadTensor(const proto::TensorEntry& entry,
                           absl::Span<char> destination) const;
+
+  // Streams the tensor's bytes to `consume` in pieces of at most
+  // `chunk_bytes` (from the mapping with use_mmap, else through a bounded
+  // buffer), so memory stays bounded for any tensor size. With
+  // verify_checksums the checksum is checked at the end: on a mismatch
+  // `consume` has already seen the bad bytes and kDataLoss is returned.
+  // An error from `consume` stops the stream and is returned.
+  absl::Status ReadTensorChunks(
+      const proto::TensorEntry& entry, size_t chunk_bytes,
+      const std::function<absl::Status(absl::Span<const char>)>& consume) const;
 
   // Requires use_mmap. The view stays valid while the reader lives (or
   // while a shared_ptr from mapping_owner() is held).

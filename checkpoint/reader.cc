@@ -1,0 +1,577 @@
+#include "checkpoint/reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/writer.h"
+
+namespace checkpoint {
+namespace {
+
+// A manifest holds names, shapes and metadata, never tensor bytes: anything
+// this large is hostile or broken, and refusing it bounds what Open()
+// allocates.
+constexpr uint64_t kMaxManifestBytes = uint64_t{256} << 20;
+constexpr size_t kDefaultChunkBytes = size_t{4} << 20;
+
+std::string ErrnoText(int error_number) { return std::strerror(error_number); }
+
+absl::StatusCode CodeForErrno(int error_number) {
+  switch (error_number) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::StatusCode::kNotFound;
+    case EACCES:
+    case EPERM:
+      return absl::StatusCode::kPermissionDenied;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
+// Reads exactly `size` bytes at `offset`; a short file is data loss.
+absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
+                        const std::string& path) {
+  while (size > 0) {
+    ssize_t got = ::pread(fd, destination, size, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return absl::Status(
+          CodeForErrno(errno),
+          absl::StrCat("reading ", path, ": ", ErrnoText(errno)));
+    }
+    if (got == 0) {
+      return absl::DataLossError(
+          absl::StrCat("reading ", path, ": unexpected end of file at offset ",
+                       offset, " (the file was truncated)"));
+    }
+    destination += got;
+    size -= static_cast<size_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+  return absl::OkStatus();
+}
+
+struct HashState {
+  HashState() : state(XXH3_createState()) { XXH3_64bits_reset(state); }
+  ~HashState() { XXH3_freeState(state); }
+  HashState(const HashState&) = delete;
+  HashState& operator=(const HashState&) = delete;
+  XXH3_state_t* state;
+};
+
+// The data files' mappings; shared so that views outlive the reader.
+struct Mappings {
+  std::vector<std::pair<void*, size_t>> regions;
+  ~Mappings() {
+    for (auto& [address, size] : regions) {
+      if (address != nullptr) ::munmap(address, size);
+    }
+  }
+};
+
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos &&
+         name.find("..") == std::string::npos &&
+         name.find('\0') == std::string::npos && name != ".";
+}
+
+}  // namespace
+
+class CheckpointReader::Impl {
+ public:
+  Impl(std::string path, ReaderOptions options)
+      : path_(std::move(path)), options_(options) {}
+
+  ~Impl() {
+    for (int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  absl::Status Open() {
+    int dir_fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
+      return absl::Status(
+          CodeForErrno(errno),
+          absl::StrCat("checkpoint ", path_, ": ", ErrnoText(errno)));
+    }
+    // Everything below is opened relative to this descriptor, so a
+    // `best` symlink switched mid-open cannot mix two checkpoints.
+    absl::Status status = OpenFrom(dir_fd);
+    ::close(dir_fd);
+    return status;
+  }
+
+  const proto::Manifest& manifest() const { return manifest_; }
+  const std::string& path() const { return path_; }
+  bool verify_checksums() const { return options_.verify_checksums; }
+
+  const proto::TensorEntry* FindTensor(absl::string_view name) const {
+    auto it = index_.find(std::string(name));
+    if (it == index_.end()) return nullptr;
+    return &manifest_.tensors(it->second);
+  }
+
+  absl::Status ReadTensor(const proto::TensorEntry& entry,
+                          absl::Span<char> destination) const {
+    absl::StatusOr<int> index = Resolve(entry);
+    if (!index.ok()) return index.status();
+    const proto::TensorEntry& own = manifest_.tensors(*index);
+    if (destination.size() != own.size_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          TensorContext(own), "destination holds ", destination.size(),
+          " bytes, the tensor has ", own.size_bytes()));
+    }
+    if (own.size_bytes() > 0) {
+      if (mappings_ != nullptr) {
+        std::memcpy(destination.data(), MappedBytes(own), own.size_bytes());
+      } else {
+        absl::Status status =
+            PreadFully(fds_[own.data_file()], destination.data(),
+                       own.size_bytes(), own.offset(), DataPath(own));
+        if (!status.ok()) return Annotate(own, status);
+      }
+    }
+    if (!options_.verify_checksums) return absl::OkStatus();
+    // Hash the copy the caller gets, not the file: that is what matters.
+    return CheckChecksum(own,
+                         XXH3_64bits(destination.data(), destination.size()));
+  }
+
+  absl::Status ReadTensorChunks(
+      const proto::TensorEntry& entry, size_t chunk_bytes,
+      const std::function<absl::Status(absl::Span<const char>)>& consume,
+      bool verify) const {
+    absl::StatusOr<int> index = Resolve(entry);
+    if (!index.ok()) return index.status();
+    const proto::TensorEntry& own = manifest_.tensors(*index);
+    if (chunk_bytes == 0) chunk_bytes = kDefaultChunkBytes;
+    HashState hash;
+    const uint64_t size = own.size_bytes();
+    if (mappings_ != nullptr) {
+      const char* bytes = MappedBytes(own);
+      for (uint64_t done = 0; done < size;) {
+        const size_t piece =
+            static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - done));
+        absl::Span<const char> span(bytes + done, piece);
+        if (verify) XXH3_64bits_update(hash.state, span.data(), span.size());
+        if (absl::Status status = consume(span); !status.ok()) return status;
+        done += piece;
+      }
+    } else {
+      std::vector<char> buffer(
+          static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size)));
+      for (uint64_t done = 0; done < size;) {
+        const size_t piece =
+            static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - done));
+        absl::Status status =
+            PreadFully(fds_[own.data_file()], buffer.data(), piece,
+                       own.offset() + done, DataPath(own));
+        if (!status.ok()) return Annotate(own, status);
+        if (verify) XXH3_64bits_update(hash.state, buffer.data(), piece);
+        status = consume(absl::Span<const char>(buffer.data(), piece));
+        if (!status.ok()) return status;
+        done += piece;
+      }
+    }
+    if (!verify) return absl::OkStatus();
+    return CheckChecksum(own, XXH3_64bits_digest(hash.state));
+  }
+
+  absl::StatusOr<absl::Span<const char>> MappedTensor(
+      const proto::TensorEntry& entry) const {
+    if (mappings_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint ", path_,
+                       ": MappedTensor requires ReaderOptions::use_mmap"));
+    }
+    absl::StatusOr<int> index = Resolve(entry);
+    if (!index.ok()) return index.status();
+    if (options_.verify_checksums) {
+      if (absl::Status status = VerifyMapped(*index); !status.ok()) {
+        return status;
+      }
+    }
+    const proto::TensorEntry& own = manifest_.tensors(*index);
+    return absl::Span<const char>(MappedBytes(own),
+                                  static_cast<size_t>(own.size_bytes()));
+  }
+
+  std::shared_ptr<const void> mapping_owner() const { return mappings_; }
+
+  absl::Status VerifyAll() const {
+    // File order keeps the reads sequential.
+    std::vector<int> order(manifest_.tensors_size());
+    for (int i = 0; i < manifest_.tensors_size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](int a, int b) {
+      const proto::TensorEntry& x = manifest_.tensors(a);
+      const proto::TensorEntry& y = manifest_.tensors(b);
+      return std::make_tuple(x.data_file(), x.offset()) <
+             std::make_tuple(y.data_file(), y.offset());
+    });
+    for (int i : order) {
+      absl::Status status;
+      if (mappings_ != nullptr) {
+        status = VerifyMapped(i);
+      } else {
+        status = ReadTensorChunks(
+            manifest_.tensors(i), kDefaultChunkBytes,
+            [](absl::Span<const char>) { return absl::OkStatus(); },
+            /*verify=*/true);
+      }
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Verification {
+    std::once_flag once;
+    absl::Status status;
+  };
+
+  std::string Context() const { return absl::StrCat("checkpoint ", path_); }
+
+  std::string TensorContext(const proto::TensorEntry& entry) const {
+    return absl::StrCat("checkpoint ", path_, ": tensor '", entry.name(),
+                        "': ");
+  }
+
+  absl::Status Annotate(const proto::TensorEntry& entry,
+                        const absl::Status& status) const {
+    return absl::Status(status.code(),
+                        absl::StrCat(TensorContext(entry), status.message()));
+  }
+
+  std::string DataPath(const proto::TensorEntry& entry) const {
+    return absl::StrCat(path_, "/",
+                        manifest_.data_files(entry.data_file()).name());
+  }
+
+  const char* MappedBytes(const proto::TensorEntry& entry) const {
+    const auto& region = mappings_->regions[entry.data_file()];
+    return static_cast<const char*>(region.first) + entry.offset();
+  }
+
+  absl::Status CheckChecksum(const proto::TensorEntry& entry,
+                             uint64_t computed) const {
+    if (computed == entry.xxh3_64()) return absl::OkStatus();
+    return absl::DataLossError(absl::StrFormat(
+        "%schecksum mismatch (stored xxh3_64 %016x, computed %016x): the "
+        "tensor's bytes in %s are corrupt",
+        TensorContext(entry), entry.xxh3_64(), computed, DataPath(entry)));
+  }
+
+  absl::Status VerifyMapped(int index) const {
+    Verification& verification = verifications_[index];
+    std::call_once(verification.once, [&] {
+      const proto::TensorEntry& entry = manifest_.tensors(index);
+      verification.status = CheckChecksum(
+          entry, XXH3_64bits(MappedBytes(entry),
+                             static_cast<size_t>(entry.size_bytes())));
+    });
+    return verification.status;
+  }
+
+  // Maps a caller's entry to ours. Callers normally pass a pointer from
+  // FindTensor() or manifest(); anything else must describe the same bytes,
+  // so a stray entry can never steer a read outside the validated ranges.
+  absl::StatusOr<int> Resolve(const proto::TensorEntry& entry) const {
+    auto it = index_.find(entry.name());
+    if (it != index_.end()) {
+      const proto::TensorEntry& own = manifest_.tensors(it->second);
+      if (&own == &entry || (own.data_file() == entry.data_file() &&
+                             own.offset() == entry.offset() &&
+                             own.size_bytes() == entry.size_bytes() &&
+                             own.xxh3_64() == entry.xxh3_64())) {
+        return it->second;
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(Context(), ": tensor entry '", entry.name(),
+                     "' does not belong to this checkpoint"));
+  }
+
+  absl::Status Invalid(absl::string_view what) const {
+    return absl::DataLossError(absl::StrCat(Context(), ": ", what));
+  }
+
+  absl::Status ReadManifest(int dir_fd) {
+    int fd = ::openat(dir_fd, kManifestFileName, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int open_errno = errno;
+      if (open_errno == ENOENT) {
+        return absl::NotFoundError(absl::StrCat(
+            Context(), ": no ", kManifestFileName,
+            " (not a checkpoint, or a write that never committed)"));
+      }
+      return absl::Status(
+          CodeForErrno(open_errno),
+          absl::StrCat(Context(), ": opening ", kManifestFileName, ": ",
+                       ErrnoText(open_errno)));
+    }
+    struct stat info;
+    absl::Status status;
+    if (::fstat(fd, &info) != 0) {
+      status = absl::InternalError(absl::StrCat(
+          Context(), ": stat ", kManifestFileName, ": ", ErrnoText(errno)));
+    } else if (!S_ISREG(info.st_mode)) {
+      status = Invalid(absl::StrCat(kManifestFileName, " is not a file"));
+    } else if (static_cast<uint64_t>(info.st_size) > kMaxManifestBytes) {
+      status = Invalid(absl::StrCat(kManifestFileName, " has ", info.st_size,
+                                    " bytes, more than the limit of ",
+                                    kMaxManifestBytes));
+    } else {
+      std::string bytes(static_cast<size_t>(info.st_size), '\0');
+      status = PreadFully(fd, bytes.data(), bytes.size(), 0,
+                          absl::StrCat(path_, "/", kManifestFileName));
+      if (status.ok() && !manifest_.ParseFromString(bytes)) {
+        status = Invalid(absl::StrCat(kManifestFileName,
+                                      " is not a valid manifest (does not "
+                                      "parse as checkpoint.proto.Manifest)"));
+      }
+    }
+    ::close(fd);
+    return status;
+  }
+
+  absl::Status OpenFrom(int dir_fd) {
+    if (absl::Status status = ReadManifest(dir_fd); !status.ok()) {
+      return status;
+    }
+    if (manifest_.format_version() == 0) {
+      return Invalid("format_version 0 is invalid (missing or corrupt)");
+    }
+    if (manifest_.format_version() > kFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(Context(), ": written by a newer format version ",
+                       manifest_.format_version(),
+                       "; this reader supports up to ", kFormatVersion));
+    }
+    const uint32_t alignment = manifest_.alignment();
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
+      return Invalid(
+          absl::StrCat("alignment ", alignment, " is not a power of two"));
+    }
+
+    std::unordered_map<std::string, int> file_names;
+    for (int i = 0; i < manifest_.data_files_size(); ++i) {
+      const proto::DataFile& file = manifest_.data_files(i);
+      if (!IsPlainFileName(file.name())) {
+        return Invalid(absl::StrCat("data file name '", file.name(),
+                                    "' is not a plain file name"));
+      }
+      if (!file_names.emplace(file.name(), i).second) {
+        return Invalid(
+            absl::StrCat("data file '", file.name(), "' is listed twice"));
+      }
+      int fd = ::openat(dir_fd, file.name().c_str(),
+                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      const std::string file_path = absl::StrCat(path_, "/", file.name());
+      if (fd < 0) {
+        int open_errno = errno;
+        if (open_errno == ENOENT) {
+          return absl::NotFoundError(absl::StrCat(Context(), ": data file ",
+                                                  file.name(), " is missing"));
+        }
+        return absl::Status(CodeForErrno(open_errno),
+                            absl::StrCat(Context(), ": opening ", file_path,
+                                         ": ", ErrnoText(open_errno)));
+      }
+      fds_.push_back(fd);
+      struct stat info;
+      if (::fstat(fd, &info) != 0) {
+        return absl::InternalError(absl::StrCat(Context(), ": stat ", file_path,
+                                                ": ", ErrnoText(errno)));
+      }
+      if (!S_ISREG(info.st_mode)) {
+        return Invalid(
+            absl::StrCat("data file ", file.name(), " is not a regular file"));
+      }
+      if (static_cast<uint64_t>(info.st_size) != file.size_bytes()) {
+        return Invalid(absl::StrCat("data file ", file.name(), " has ",
+                                    info.st_size, " bytes, the manifest says ",
+                                    file.size_bytes(), " (truncated?)"));
+      }
+    }
+
+    struct Range {
+      uint32_t file;
+      uint64_t begin;
+      uint64_t end;
+      int tensor;
+    };
+    std::vector<Range> ranges;
+    for (int i = 0; i < manifest_.tensors_size(); ++i) {
+      const proto::TensorEntry& entry = manifest_.tensors(i);
+      if (entry.name().empty()) {
+        return Invalid(absl::StrCat("tensor #", i, " has an empty name"));
+      }
+      auto rule = [&](absl::string_view what) {
+        return Invalid(absl::StrCat("tensor '", entry.name(), "': ", what));
+      };
+      if (!index_.emplace(entry.name(), i).second) {
+        return rule("duplicate tensor name");
+      }
+      const size_t element_size = ElementSize(entry.dtype());
+      if (element_size == 0) {
+        return rule(
+            absl::StrCat("unknown dtype ", static_cast<int>(entry.dtype())));
+      }
+      uint64_t expected = element_size;
+      bool overflow = false;
+      for (int64_t dim : entry.shape()) {
+        if (dim < 0) return rule(absl::StrCat("negative dimension ", dim));
+        overflow =
+            overflow || __builtin_mul_overflow(
+                            expected, static_cast<uint64_t>(dim), &expected);
+      }
+      // A zero dimension makes an overflowing product legitimate zero, so
+      // the overflow only counts when every dimension is positive.
+      const bool has_zero_dim =
+          std::find(entry.shape().begin(), entry.shape().end(), 0) !=
+          entry.shape().end();
+      if (has_zero_dim) {
+        expected = 0;
+      } else if (overflow) {
+        return rule("shape's byte size overflows 64 bits");
+      }
+      if (expected != entry.size_bytes()) {
+        return rule(absl::StrCat("size_bytes ", entry.size_bytes(),
+                                 " does not match shape and dtype (", expected,
+                                 ")"));
+      }
+      if (entry.data_file() >= static_cast<uint32_t>(fds_.size())) {
+        return rule(absl::StrCat("data_file ", entry.data_file(),
+                                 " out of range (", fds_.size(), " files)"));
+      }
+      if (entry.offset() % alignment != 0) {
+        return rule(absl::StrCat("offset ", entry.offset(),
+                                 " is not a multiple of the alignment ",
+                                 alignment));
+      }
+      const uint64_t file_size =
+          manifest_.data_files(entry.data_file()).size_bytes();
+      if (entry.offset() > file_size ||
+          entry.size_bytes() > file_size - entry.offset()) {
+        return rule(absl::StrCat("bytes [", entry.offset(), ", +",
+                                 entry.size_bytes(), ") lie outside ",
+                                 manifest_.data_files(entry.data_file()).name(),
+                                 " (", file_size, " bytes)"));
+      }
+      if (entry.size_bytes() > 0) {
+        ranges.push_back({entry.data_file(), entry.offset(),
+                          entry.offset() + entry.size_bytes(), i});
+      }
+    }
+    // Like safetensors: tensors never share bytes.
+    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+      return std::tie(a.file, a.begin) < std::tie(b.file, b.begin);
+    });
+    for (size_t i = 1; i < ranges.size(); ++i) {
+      if (ranges[i].file == ranges[i - 1].file &&
+          ranges[i].begin < ranges[i - 1].end) {
+        return Invalid(absl::StrCat(
+            "tensors '", manifest_.tensors(ranges[i - 1].tensor).name(),
+            "' and '", manifest_.tensors(ranges[i].tensor).name(),
+            "' overlap"));
+      }
+    }
+
+    verifications_.reset(new Verification[manifest_.tensors_size()]);
+    if (options_.use_mmap) return MapFiles();
+    return absl::OkStatus();
+  }
+
+  absl::Status MapFiles() {
+    auto mappings = std::make_shared<Mappings>();
+    for (int i = 0; i < manifest_.data_files_size(); ++i) {
+      const size_t size =
+          static_cast<size_t>(manifest_.data_files(i).size_bytes());
+      void* address = nullptr;
+      if (size > 0) {
+        address = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fds_[i], 0);
+        if (address == MAP_FAILED) {
+          return absl::InternalError(
+              absl::StrCat(Context(), ": mmap ", manifest_.data_files(i).name(),
+                           ": ", ErrnoText(errno)));
+        }
+      }
+      mappings->regions.emplace_back(address, size);
+    }
+    mappings_ = std::move(mappings);
+    return absl::OkStatus();
+  }
+
+  const std::string path_;
+  const ReaderOptions options_;
+  proto::Manifest manifest_;
+  std::vector<int> fds_;
+  std::unordered_map<std::string, int> index_;
+  std::shared_ptr<Mappings> mappings_;
+  std::unique_ptr<Verification[]> verifications_;
+};
+
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
+    const std::string& path, ReaderOptions options) {
+  auto impl = std::make_unique<Impl>(path, options);
+  if (absl::Status status = impl->Open(); !status.ok()) return status;
+  return std::unique_ptr<CheckpointReader>(
+      new CheckpointReader(std::move(impl)));
+}
+
+CheckpointReader::CheckpointReader(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+CheckpointReader::~CheckpointReader() = default;
+
+const proto::Manifest& CheckpointReader::manifest() const {
+  return impl_->manifest();
+}
+
+const std::string& CheckpointReader::path() const { return impl_->path(); }
+
+const proto::TensorEntry* CheckpointReader::FindTensor(
+    absl::string_view name) const {
+  return impl_->FindTensor(name);
+}
+
+absl::Status CheckpointReader::ReadTensor(const proto::TensorEntry& entry,
+                                          absl::Span<char> destination) const {
+  return impl_->ReadTensor(entry, destination);
+}
+
+absl::Status CheckpointReader::ReadTensorChunks(
+    const proto::TensorEntry& entry, size_t chunk_bytes,
+    const std::function<absl::Status(absl::Span<const char>)>& consume) const {
+  return impl_->ReadTensorChunks(entry, chunk_bytes, consume,
+                                 impl_->verify_checksums());
+}
+
+absl::StatusOr<absl::Span<const char>> CheckpointReader::MappedTensor(
+    const proto::TensorEntry& entry) const {
+  return impl_->MappedTensor(entry);
+}
+
+std::shared_ptr<const void> CheckpointReader::mapping_owner() const {
+  return impl_->mapping_owner();
+}
+
+absl::Status CheckpointReader::VerifyAll() const { return impl_->VerifyAll(); }
+
+}  // namespace checkpoint

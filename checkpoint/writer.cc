@@ -1,0 +1,591 @@
+#include "checkpoint/writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+namespace checkpoint {
+namespace {
+
+constexpr char kDataFileName[] = "data-00000.bin";
+// Small tensors are gathered here so that a model of many small parameters
+// costs a few large writes instead of one syscall per tensor.
+constexpr size_t kWriteBufferSize = size_t{4} << 20;
+// Tensors at least this large skip the buffer and go from the caller's
+// memory straight to the file (together with whatever is buffered).
+constexpr size_t kDirectWriteThreshold = size_t{1} << 20;
+// Keep the temporary's name within NAME_MAX even for long final names.
+constexpr size_t kMaxNameInTemporary = 180;
+
+absl::Status ErrnoStatus(int error_number, absl::string_view operation,
+                         absl::string_view path) {
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  switch (error_number) {
+    case ENOENT:
+    case ENOTDIR:
+      code = absl::StatusCode::kNotFound;
+      break;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      code = absl::StatusCode::kPermissionDenied;
+      break;
+    case ENOSPC:
+    case EDQUOT:
+      code = absl::StatusCode::kResourceExhausted;
+      break;
+    case EEXIST:
+    case ENOTEMPTY:
+      code = absl::StatusCode::kAlreadyExists;
+      break;
+    default:
+      break;
+  }
+  return absl::Status(code, absl::StrCat(operation, " ", path, ": ",
+                                         std::strerror(error_number)));
+}
+
+// Writes every byte of `iov` at the file's current position, resuming
+// after short writes and EINTR. The kernel caps one write at ~2 GiB, so
+// huge tensors take a few iterations.
+absl::Status WriteFully(int fd, struct iovec* iov, int iov_count,
+                        const std::string& path) {
+  while (iov_count > 0) {
+    if (iov[0].iov_len == 0) {
+      ++iov;
+      --iov_count;
+      continue;
+    }
+    ssize_t written = ::writev(fd, iov, iov_count);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "writing", path);
+    }
+    if (written == 0) return ErrnoStatus(ENOSPC, "writing", path);
+    size_t remaining = static_cast<size_t>(written);
+    while (iov_count > 0 && remaining >= iov[0].iov_len) {
+      remaining -= iov[0].iov_len;
+      ++iov;
+      --iov_count;
+    }
+    if (remaining > 0) {
+      iov[0].iov_base = static_cast<char*>(iov[0].iov_base) + remaining;
+      iov[0].iov_len -= remaining;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(),
+                  (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "opening for fsync", path);
+  int result = ::fsync(fd);
+  int fsync_errno = errno;
+  ::close(fd);
+  if (result != 0) return ErrnoStatus(fsync_errno, "fsync", path);
+  return absl::OkStatus();
+}
+
+// Deletes `name` (a file or a directory tree) relative to `parent_fd`
+// without following symlinks.
+absl::Status RemoveTreeAt(int parent_fd, const std::string& name,
+                          const std::string& display_path) {
+  if (::unlinkat(parent_fd, name.c_str(), 0) == 0) return absl::OkStatus();
+  if (errno == ENOENT) return absl::OkStatus();
+  if (errno != EISDIR && errno != EPERM) {
+    return ErrnoStatus(errno, "removing", display_path);
+  }
+  int dir_fd = ::openat(parent_fd, name.c_str(),
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd < 0) return ErrnoStatus(errno, "opening", display_path);
+  DIR* dir = ::fdopendir(dir_fd);
+  if (dir == nullptr) {
+    int open_errno = errno;
+    ::close(dir_fd);
+    return ErrnoStatus(open_errno, "listing", display_path);
+  }
+  absl::Status status;
+  std::vector<std::string> children;
+  while (struct dirent* entry = ::readdir(dir)) {
+    if (std::strcmp(entry->d_name, ".") == 0 ||
+        std::strcmp(entry->d_name, "..") == 0) {
+      continue;
+    }
+    children.emplace_back(entry->d_name);
+  }
+  for (const std::string& child : children) {
+    absl::Status child_status = RemoveTreeAt(
+        ::dirfd(dir), child, absl::StrCat(display_path, "/", child));
+    if (status.ok()) status = child_status;
+  }
+  ::closedir(dir);
+  if (!status.ok()) return status;
+  if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 &&
+      errno != ENOENT) {
+    return ErrnoStatus(errno, "removing", display_path);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  return RemoveTreeAt(AT_FDCWD, path, path);
+}
+
+// Names (not paths: a directory has many spellings) of the temporaries of
+// writers alive in this process. RemoveStaleTemporaries() must not delete
+// a checkpoint that an async saver is writing right now.
+absl::Mutex live_temporaries_mutex(absl::kConstInit);
+std::set<std::string>& LiveTemporaries() {
+  static auto* live = new std::set<std::string>();
+  return *live;
+}
+
+std::string JoinPath(const std::string& directory, const std::string& name) {
+  if (directory.empty() || directory == ".") return name;
+  if (directory.back() == '/') return directory + name;
+  return absl::StrCat(directory, "/", name);
+}
+
+}  // namespace
+
+size_t ElementSize(proto::DType dtype) {
+  switch (dtype) {
+    case proto::FLOAT32:
+    case proto::INT32:
+      return 4;
+    case proto::FLOAT64:
+    case proto::INT64:
+      return 8;
+    case proto::FLOAT16:
+    case proto::BFLOAT16:
+    case proto::INT16:
+      return 2;
+    case proto::INT8:
+    case proto::UINT8:
+    case proto::BOOL:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+absl::string_view DTypeName(proto::DType dtype) {
+  switch (dtype) {
+    case proto::FLOAT32:
+      return "float32";
+    case proto::FLOAT64:
+      return "float64";
+    case proto::FLOAT16:
+      return "float16";
+    case proto::BFLOAT16:
+      return "bfloat16";
+    case proto::INT8:
+      return "int8";
+    case proto::UINT8:
+      return "uint8";
+    case proto::INT16:
+      return "int16";
+    case proto::INT32:
+      return "int32";
+    case proto::INT64:
+      return "int64";
+    case proto::BOOL:
+      return "bool";
+    default:
+      return "unknown";
+  }
+}
+
+class CheckpointWriter::Impl {
+ public:
+  Impl(std::string final_path, std::string parent, std::string temporary_name,
+       WriterOptions options)
+      : final_path_(std::move(final_path)),
+        parent_(std::move(parent)),
+        temporary_name_(std::move(temporary_name)),
+        temporary_(JoinPath(parent_, temporary_name_)),
+        data_path_(JoinPath(temporary_, kDataFileName)),
+        options_(options),
+        buffer_(new char[kWriteBufferSize]) {}
+
+  ~Impl() {
+    if (!committed_) Abort();
+  }
+
+  absl::Status OpenDataFile() {
+    data_fd_ = ::open(data_path_.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (data_fd_ < 0) {
+      return Fail(ErrnoStatus(errno, "creating", data_path_));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddTensor(absl::string_view name, proto::DType dtype,
+                         absl::Span<const int64_t> shape,
+                         absl::Span<const char> bytes,
+                         absl::string_view saved_device) {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": AddTensor after Commit"));
+    }
+    const std::string tensor_name(name);
+    auto context = [&](absl::string_view what) {
+      return absl::StrCat(final_path_, ": tensor '", tensor_name, "': ", what);
+    };
+    if (tensor_name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(final_path_, ": empty tensor name"));
+    }
+    if (names_.count(tensor_name) != 0) {
+      return absl::InvalidArgumentError(context("duplicate name"));
+    }
+    const size_t element_size = ElementSize(dtype);
+    if (element_size == 0) {
+      return absl::InvalidArgumentError(
+          context(absl::StrCat("unsupported dtype ", static_cast<int>(dtype))));
+    }
+    uint64_t expected = element_size;
+    for (int64_t dim : shape) {
+      if (dim < 0) {
+        return absl::InvalidArgumentError(
+            context(absl::StrCat("negative dimension ", dim)));
+      }
+      if (__builtin_mul_overflow(expected, static_cast<uint64_t>(dim),
+                                 &expected)) {
+        return absl::InvalidArgumentError(context("shape overflows"));
+      }
+    }
+    if (expected != bytes.size()) {
+      return absl::InvalidArgumentError(
+          context(absl::StrCat("got ", bytes.size(), " bytes, shape and ",
+                               DTypeName(dtype), " need ", expected)));
+    }
+
+    const uint64_t padding =
+        (kTensorAlignment - offset_ % kTensorAlignment) % kTensorAlignment;
+    const uint64_t tensor_offset = offset_ + padding;
+    uint64_t checksum = 0;
+    if (bytes.size() < kDirectWriteThreshold) {
+      if (buffered_ + padding + bytes.size() > kWriteBufferSize) {
+        if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
+          return status;
+        }
+      }
+      std::memset(buffer_.get() + buffered_, 0, padding);
+      buffered_ += padding;
+      char* copy = buffer_.get() + buffered_;
+      if (!bytes.empty()) std::memcpy(copy, bytes.data(), bytes.size());
+      // Hash the copy: those are exactly the bytes that reach the file even
+      // if the caller's memory changes under us.
+      checksum = XXH3_64bits(copy, bytes.size());
+      buffered_ += bytes.size();
+    } else {
+      std::memset(buffer_.get() + buffered_, 0, padding);
+      buffered_ += padding;
+      checksum = XXH3_64bits(bytes.data(), bytes.size());
+      if (absl::Status status = Flush(bytes.data(), bytes.size());
+          !status.ok()) {
+        return status;
+      }
+    }
+    offset_ = tensor_offset + bytes.size();
+
+    proto::TensorEntry* entry = manifest_.add_tensors();
+    entry->set_name(tensor_name);
+    entry->set_dtype(dtype);
+    for (int64_t dim : shape) entry->add_shape(dim);
+    entry->set_data_file(0);
+    entry->set_offset(tensor_offset);
+    entry->set_size_bytes(bytes.size());
+    entry->set_xxh3_64(checksum);
+    entry->set_saved_device(std::string(saved_device));
+    names_.insert(tensor_name);
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": Commit called twice"));
+    }
+    if (absl::Status status = Flush(nullptr, 0); !status.ok()) return status;
+    if (options_.sync && ::fsync(data_fd_) != 0) {
+      return Fail(ErrnoStatus(errno, "fsync", data_path_));
+    }
+    int fd = data_fd_;
+    data_fd_ = -1;
+    if (::close(fd) != 0)
+      return Fail(ErrnoStatus(errno, "closing", data_path_));
+
+    manifest_.set_format_version(kFormatVersion);
+    manifest_.set_alignment(kTensorAlignment);
+    manifest_.clear_data_files();
+    proto::DataFile* data_file = manifest_.add_data_files();
+    data_file->set_name(kDataFileName);
+    data_file->set_size_bytes(offset_);
+    if (absl::Status status = WriteManifest(); !status.ok()) return status;
+    if (options_.sync) {
+      if (absl::Status status = FsyncPath(temporary_, true); !status.ok()) {
+        return Fail(status);
+      }
+    }
+    return Fail(Publish());
+  }
+
+  proto::Metadata* mutable_metadata() { return manifest_.mutable_metadata(); }
+  proto::TrainingState* mutable_training_state() {
+    return manifest_.mutable_training_state();
+  }
+  const std::string& final_path() const { return final_path_; }
+
+ private:
+  // Writes the buffered bytes followed by `direct` (may be null) in as few
+  // syscalls as the kernel allows.
+  absl::Status Flush(const char* direct, size_t direct_size) {
+    struct iovec iov[2];
+    iov[0].iov_base = buffer_.get();
+    iov[0].iov_len = buffered_;
+    iov[1].iov_base = const_cast<char*>(direct);
+    iov[1].iov_len = direct_size;
+    absl::Status status = WriteFully(data_fd_, iov, 2, data_path_);
+    buffered_ = 0;
+    return Fail(status);
+  }
+
+  absl::Status WriteManifest() {
+    std::string serialized;
+    if (!manifest_.SerializeToString(&serialized)) {
+      return Fail(absl::InternalError(
+          absl::StrCat(final_path_, ": manifest does not serialize")));
+    }
+    const std::string path = JoinPath(temporary_, kManifestFileName);
+    int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return Fail(ErrnoStatus(errno, "creating", path));
+    struct iovec iov;
+    iov.iov_base = serialized.data();
+    iov.iov_len = serialized.size();
+    absl::Status status = WriteFully(fd, &iov, 1, path);
+    if (status.ok() && options_.sync && ::fsync(fd) != 0) {
+      status = ErrnoStatus(errno, "fsync", path);
+    }
+    if (::close(fd) != 0 && status.ok()) {
+      status = ErrnoStatus(errno, "closing", path);
+    }
+    return Fail(status);
+  }
+
+  // The commit point: after this rename a reader of final_path_ sees the
+  // new checkpoint; before it, the old one (or nothing).
+  absl::Status Publish() {
+    bool exchanged = false;
+    if (::rename(temporary_.c_str(), final_path_.c_str()) != 0) {
+      if (errno != EEXIST && errno != ENOTEMPTY) {
+        return ErrnoStatus(errno, absl::StrCat("renaming ", temporary_, " to"),
+                           final_path_);
+      }
+      if (::syscall(SYS_renameat2, AT_FDCWD, temporary_.c_str(), AT_FDCWD,
+                    final_path_.c_str(), RENAME_EXCHANGE) != 0) {
+        return ErrnoStatus(
+            errno,
+            absl::StrCat("replacing (renameat2 RENAME_EXCHANGE) with ",
+                         temporary_),
+            final_path_);
+      }
+      exchanged = true;
+    }
+    // From here on the new checkpoint is in place: failures below must
+    // not delete it.
+    committed_ = true;
+    Unregister();
+    absl::Status status;
+    if (options_.sync) status = FsyncPath(parent_, true);
+    if (exchanged) {
+      // temporary_ now holds the previous checkpoint.
+      absl::Status removed = RemoveTree(temporary_);
+      if (!removed.ok()) {
+        std::fprintf(stderr,
+                     "checkpoint: warning: could not remove the replaced "
+                     "checkpoint: %s\n",
+                     std::string(removed.message()).c_str());
+      }
+    }
+    return status;
+  }
+
+  // Records the first error, drops the temporary, and returns `status`.
+  absl::Status Fail(absl::Status status) {
+    if (status.ok() || committed_) return status;
+    if (error_.ok()) error_ = status;
+    Abort();
+    return status;
+  }
+
+  void Abort() {
+    if (data_fd_ >= 0) {
+      ::close(data_fd_);
+      data_fd_ = -1;
+    }
+    if (!aborted_) {
+      aborted_ = true;
+      absl::Status removed = RemoveTree(temporary_);
+      if (!removed.ok()) {
+        std::fprintf(stderr, "checkpoint: warning: %s\n",
+                     std::string(removed.message()).c_str());
+      }
+      Unregister();
+    }
+  }
+
+  void Unregister() {
+    absl::MutexLock lock(&live_temporaries_mutex);
+    LiveTemporaries().erase(temporary_name_);
+  }
+
+  const std::string final_path_;
+  const std::string parent_;
+  const std::string temporary_name_;
+  const std::string temporary_;
+  const std::string data_path_;
+  const WriterOptions options_;
+  std::unique_ptr<char[]> buffer_;
+  size_t buffered_ = 0;
+  // Logical size of the data file: bytes written plus bytes buffered.
+  uint64_t offset_ = 0;
+  int data_fd_ = -1;
+  bool committed_ = false;
+  bool aborted_ = false;
+  absl::Status error_;
+  std::unordered_set<std::string> names_;
+  proto::Manifest manifest_;
+};
+
+absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(
+    std::string final_path, WriterOptions options) {
+  while (final_path.size() > 1 && final_path.back() == '/') {
+    final_path.pop_back();
+  }
+  const size_t slash = final_path.rfind('/');
+  std::string parent = slash == std::string::npos ? "."
+                       : slash == 0               ? "/"
+                                                  : final_path.substr(0, slash);
+  std::string name =
+      slash == std::string::npos ? final_path : final_path.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid checkpoint path '", final_path, "'"));
+  }
+  struct stat parent_stat;
+  if (::stat(parent.c_str(), &parent_stat) != 0) {
+    return ErrnoStatus(errno, "checkpoint parent directory", parent);
+  }
+  if (!S_ISDIR(parent_stat.st_mode)) {
+    return ErrnoStatus(ENOTDIR, "checkpoint parent directory", parent);
+  }
+
+  static std::atomic<uint64_t> counter{0};
+  std::string temporary_name;
+  std::string temporary;
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t unique =
+        static_cast<uint64_t>(
+            std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (counter.fetch_add(1) << 48);
+    temporary_name =
+        absl::StrCat(kTemporaryPrefix, name.substr(0, kMaxNameInTemporary), "-",
+                     ::getpid(), "-", absl::Hex(unique));
+    temporary = JoinPath(parent, temporary_name);
+    if (::mkdir(temporary.c_str(), 0755) == 0) break;
+    if (errno != EEXIST || attempt > 100) {
+      return ErrnoStatus(errno, "creating temporary directory", temporary);
+    }
+  }
+  {
+    absl::MutexLock lock(&live_temporaries_mutex);
+    LiveTemporaries().insert(temporary_name);
+  }
+  auto impl =
+      std::make_unique<Impl>(final_path, parent, temporary_name, options);
+  if (absl::Status status = impl->OpenDataFile(); !status.ok()) return status;
+  return std::unique_ptr<CheckpointWriter>(
+      new CheckpointWriter(std::move(impl)));
+}
+
+CheckpointWriter::CheckpointWriter(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+CheckpointWriter::~CheckpointWriter() = default;
+
+absl::Status CheckpointWriter::AddTensor(absl::string_view name,
+                                         proto::DType dtype,
+                                         absl::Span<const int64_t> shape,
+                                         absl::Span<const char> bytes,
+                                         absl::string_view saved_device) {
+  return impl_->AddTensor(name, dtype, shape, bytes, saved_device);
+}
+
+proto::Metadata* CheckpointWriter::mutable_metadata() {
+  return impl_->mutable_metadata();
+}
+
+proto::TrainingState* CheckpointWriter::mutable_training_state() {
+  return impl_->mutable_training_state();
+}
+
+absl::Status CheckpointWriter::Commit() { return impl_->Commit(); }
+
+const std::string& CheckpointWriter::final_path() const {
+  return impl_->final_path();
+}
+
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory) {
+  DIR* dir = ::opendir(directory.c_str());
+  if (dir == nullptr) return ErrnoStatus(errno, "listing", directory);
+  std::vector<std::string> stale;
+  while (struct dirent* entry = ::readdir(dir)) {
+    if (absl::StartsWith(entry->d_name, kTemporaryPrefix)) {
+      stale.emplace_back(entry->d_name);
+    }
+  }
+  ::closedir(dir);
+  int removed = 0;
+  for (const std::string& name : stale) {
+    {
+      absl::MutexLock lock(&live_temporaries_mutex);
+      if (LiveTemporaries().count(name) != 0) continue;
+    }
+    const std::string path = JoinPath(directory, name);
+    if (absl::Status status = RemoveTree(path); !status.ok()) return status;
+    ++removed;
+  }
+  return removed;
+}
+
+}  // namespace checkpoint

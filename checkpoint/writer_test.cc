@@ -1,0 +1,263 @@
+#include "checkpoint/writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "checkpoint/reader.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace checkpoint {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string ScratchDir(const std::string& name) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  std::string command = "rm -rf '" + path + "'";
+  EXPECT_EQ(std::system(command.c_str()), 0);
+  EXPECT_EQ(::mkdir(path.c_str(), 0755), 0);
+  return path;
+}
+
+std::set<std::string> ListDir(const std::string& path) {
+  std::set<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return names;
+  while (struct dirent* entry = ::readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") names.insert(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<char> Bytes(size_t size, int seed) {
+  std::vector<char> bytes(size);
+  for (size_t i = 0; i < size; ++i) {
+    bytes[i] = static_cast<char>((i * 131 + seed * 7 + 1) & 0xff);
+  }
+  return bytes;
+}
+
+// Writes one float32 tensor named `name` of `count` elements.
+absl::Status WriteSimple(const std::string& path, const std::string& name,
+                         int64_t count, int seed) {
+  auto writer = CheckpointWriter::Create(path);
+  if (!writer.ok()) return writer.status();
+  std::vector<char> bytes = Bytes(count * 4, seed);
+  absl::Status status =
+      (*writer)->AddTensor(name, proto::FLOAT32, {count}, bytes);
+  if (!status.ok()) return status;
+  return (*writer)->Commit();
+}
+
+TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
+  const std::string dir = ScratchDir("layout");
+  const std::string path = dir + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  std::vector<char> a = Bytes(3, 1);        // 3 bytes: next needs padding
+  std::vector<char> b = Bytes(40, 2);       // 10 floats
+  std::vector<char> c = Bytes(3 << 20, 3);  // large: written directly
+  std::vector<char> d = Bytes(5, 4);
+  ASSERT_TRUE((*writer)->AddTensor("a", proto::UINT8, {3}, a).ok());
+  ASSERT_TRUE((*writer)->AddTensor("b", proto::FLOAT32, {2, 5}, b).ok());
+  ASSERT_TRUE((*writer)->AddTensor("c", proto::INT8, {3 << 20}, c).ok());
+  ASSERT_TRUE((*writer)->AddTensor("d", proto::BOOL, {5}, d).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+
+  EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
+  EXPECT_THAT(ListDir(path), ElementsAre("data-00000.bin", "manifest.pb"));
+  proto::Manifest manifest;
+  ASSERT_TRUE(manifest.ParseFromString(ReadFile(path + "/manifest.pb")));
+  EXPECT_EQ(manifest.format_version(), kFormatVersion);
+  EXPECT_EQ(manifest.alignment(), 64u);
+  ASSERT_EQ(manifest.data_files_size(), 1);
+  EXPECT_EQ(manifest.data_files(0).name(), "data-00000.bin");
+  const std::string data = ReadFile(path + "/data-00000.bin");
+  EXPECT_EQ(data.size(), manifest.data_files(0).size_bytes());
+
+  std::vector<uint64_t> offsets;
+  for (const proto::TensorEntry& entry : manifest.tensors()) {
+    EXPECT_EQ(entry.offset() % 64, 0u) << entry.name();
+    offsets.push_back(entry.offset());
+  }
+  EXPECT_THAT(offsets, ElementsAre(0, 64, 128, 128 + (3 << 20)));
+  // Padding is zeros; tensor bytes are where the manifest says.
+  for (size_t i = 3; i < 64; ++i) EXPECT_EQ(data[i], 0) << i;
+  EXPECT_EQ(data.substr(64, 40), std::string(b.begin(), b.end()));
+  EXPECT_EQ(data.substr(128, 3 << 20), std::string(c.begin(), c.end()));
+  EXPECT_EQ(data.size(), 128u + (3 << 20) + 5);
+}
+
+TEST(WriterTest, MetadataAndTrainingStateAreRecorded) {
+  const std::string path = ScratchDir("metadata") + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  (*writer)->mutable_metadata()->mutable_progress()->set_epoch(7);
+  (*writer)->mutable_metadata()->set_architecture("mlp");
+  (*writer)->mutable_training_state()->mutable_optimizer()->set_type("adam");
+  ASSERT_TRUE((*writer)->Commit().ok());
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->manifest().metadata().progress().epoch(), 7);
+  EXPECT_EQ((*reader)->manifest().metadata().architecture(), "mlp");
+  EXPECT_EQ((*reader)->manifest().training_state().optimizer().type(), "adam");
+  EXPECT_EQ((*reader)->manifest().tensors_size(), 0);
+}
+
+TEST(WriterTest, RejectsBadTensorsWithoutBreakingTheWriter) {
+  const std::string path = ScratchDir("bad_tensors") + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  std::vector<char> bytes = Bytes(8, 0);
+  EXPECT_EQ((*writer)->AddTensor("", proto::FLOAT32, {2}, bytes).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*writer)->AddTensor("x", proto::FLOAT32, {3}, bytes).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*writer)->AddTensor("x", proto::FLOAT32, {-2}, bytes).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      (*writer)->AddTensor("x", proto::DTYPE_UNSPECIFIED, {2}, bytes).code(),
+      absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*writer)->AddTensor("x", proto::FLOAT32, {2}, bytes).ok());
+  absl::Status duplicate = (*writer)->AddTensor("x", proto::INT64, {1}, bytes);
+  EXPECT_EQ(duplicate.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(duplicate.message(), HasSubstr("'x'"));
+  ASSERT_TRUE((*writer)->Commit().ok());
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->manifest().tensors_size(), 1);
+}
+
+TEST(WriterTest, MissingParentDirectoryIsNotFound) {
+  const std::string dir = ScratchDir("missing_parent");
+  auto writer = CheckpointWriter::Create(dir + "/no/such/ckpt");
+  EXPECT_EQ(writer.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(writer.status().message(), HasSubstr(dir + "/no/such"));
+}
+
+TEST(WriterTest, OverwriteReplacesTheOldCheckpointAndLeavesNoTemporary) {
+  const std::string dir = ScratchDir("overwrite");
+  const std::string path = dir + "/ckpt";
+  ASSERT_TRUE(WriteSimple(path, "old", 100, 1).ok());
+  // An extra file in the old checkpoint must disappear with it.
+  std::ofstream(path + "/stray.txt") << "old";
+  ASSERT_TRUE(WriteSimple(path + "/", "new", 10, 2).ok());
+  EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
+  EXPECT_THAT(ListDir(path), ElementsAre("data-00000.bin", "manifest.pb"));
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->FindTensor("old"), nullptr);
+  ASSERT_NE((*reader)->FindTensor("new"), nullptr);
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
+}
+
+TEST(WriterTest, AbandonedWriterRemovesItsTemporary) {
+  const std::string dir = ScratchDir("abandoned");
+  {
+    auto writer = CheckpointWriter::Create(dir + "/ckpt");
+    ASSERT_TRUE(writer.ok());
+    std::vector<char> bytes = Bytes(4 << 20, 1);
+    ASSERT_TRUE((*writer)->AddTensor("t", proto::UINT8, {4 << 20}, bytes).ok());
+    EXPECT_EQ(ListDir(dir).size(), 1u);
+    EXPECT_EQ(ListDir(dir).begin()->rfind(kTemporaryPrefix, 0), 0u);
+  }
+  EXPECT_TRUE(ListDir(dir).empty());
+}
+
+TEST(WriterTest, RemoveStaleTemporariesKeepsLiveWritersAndCheckpoints) {
+  const std::string dir = ScratchDir("stale");
+  ASSERT_TRUE(WriteSimple(dir + "/kept", "t", 4, 1).ok());
+  // What a writer killed mid-save leaves behind.
+  ASSERT_EQ(::mkdir((dir + "/.tmp-epoch=3-123-abc").c_str(), 0755), 0);
+  std::ofstream(dir + "/.tmp-epoch=3-123-abc/data-00000.bin") << "partial";
+  auto live = CheckpointWriter::Create(dir + "/in_progress");
+  ASSERT_TRUE(live.ok());
+
+  absl::StatusOr<int> removed = RemoveStaleTemporaries(dir);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  EXPECT_EQ(ListDir(dir).count(".tmp-epoch=3-123-abc"), 0u);
+  EXPECT_EQ(ListDir(dir).count("kept"), 1u);
+  EXPECT_EQ(ListDir(dir).size(), 2u);  // kept + the live temporary
+  ASSERT_TRUE((*live)->Commit().ok());
+  EXPECT_THAT(ListDir(dir), ElementsAre("in_progress", "kept"));
+  EXPECT_EQ(RemoveStaleTemporaries(dir + "/nope").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// A real I/O error in the middle of a save (the file size limit stands in
+// for a full disk: both fail write(2) with a Status naming the file). The
+// temporary goes away and the previous checkpoint is untouched.
+TEST(WriterTest, WriteErrorKeepsThePreviousCheckpoint) {
+  const std::string dir = ScratchDir("write_error");
+  const std::string path = dir + "/ckpt";
+  ASSERT_TRUE(WriteSimple(path, "old", 1000, 1).ok());
+  const std::string old_data = ReadFile(path + "/data-00000.bin");
+
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  auto previous_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limited = saved;
+  limited.rlim_cur = 1 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  absl::Status status = WriteSimple(path, "new", 1 << 20, 2);  // 4 MiB
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+  ::signal(SIGXFSZ, previous_handler);
+
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr("data-00000.bin"));
+  EXPECT_THAT(status.message(), HasSubstr("File too large"));
+  EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
+  EXPECT_EQ(ReadFile(path + "/data-00000.bin"), old_data);
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_NE((*reader)->FindTensor("old"), nullptr);
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
+}
+
+TEST(WriterTest, UnwritableParentFails) {
+  // /proc accepts no new directories, even for root.
+  auto writer = CheckpointWriter::Create("/proc/ckpt");
+  ASSERT_FALSE(writer.ok());
+  EXPECT_THAT(writer.status().message(), HasSubstr("/proc/.tmp-ckpt-"));
+}
+
+TEST(WriterTest, ElementSizesAndNames) {
+  EXPECT_EQ(ElementSize(proto::FLOAT32), 4u);
+  EXPECT_EQ(ElementSize(proto::FLOAT64), 8u);
+  EXPECT_EQ(ElementSize(proto::FLOAT16), 2u);
+  EXPECT_EQ(ElementSize(proto::BFLOAT16), 2u);
+  EXPECT_EQ(ElementSize(proto::INT8), 1u);
+  EXPECT_EQ(ElementSize(proto::UINT8), 1u);
+  EXPECT_EQ(ElementSize(proto::INT16), 2u);
+  EXPECT_EQ(ElementSize(proto::INT32), 4u);
+  EXPECT_EQ(ElementSize(proto::INT64), 8u);
+  EXPECT_EQ(ElementSize(proto::BOOL), 1u);
+  EXPECT_EQ(ElementSize(proto::DTYPE_UNSPECIFIED), 0u);
+  EXPECT_EQ(ElementSize(static_cast<proto::DType>(99)), 0u);
+  EXPECT_EQ(DTypeName(proto::BFLOAT16), "bfloat16");
+  EXPECT_EQ(DTypeName(static_cast<proto::DType>(99)), "unknown");
+}
+
+}  // namespace
+}  // namespace checkpoint
