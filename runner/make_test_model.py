@@ -1,0 +1,82 @@
+"""Writes a small frozen TorchScript model with the exporter's metadata.
+
+The runner's tests and benchmark use it instead of the exporter, so that
+they depend on nothing but torch. Like `export`, the model is scripted,
+frozen in eval mode and saved with the metadata document as the extra file
+`metadata.json`.
+
+  /usr/bin/python3 make_test_model.py --out=model.pt [--kind=small|cnn]
+      [--no_metadata] [--metadata_json='{"input_shape": [2]}'] [--seed=0]
+"""
+
+import argparse
+import json
+
+import torch
+
+LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+          "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class Small(torch.nn.Module):
+    """A conv and a linear layer: fast, yet multi-threaded kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class Cnn(torch.nn.Module):
+    """The benchmark's CNN: conv 1->32, conv 32->64, linear 1600->128->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 3)
+        self.conv2 = torch.nn.Conv2d(32, 64, 3)
+        self.fc1 = torch.nn.Linear(1600, 128)
+        self.fc2 = torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)  # 32x13x13
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)  # 64x5x5
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--kind", choices=["small", "cnn"], default="small")
+    parser.add_argument("--no_metadata", action="store_true")
+    parser.add_argument("--metadata_json", default="",
+                        help="JSON object merged over the default metadata")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    model = (Small() if args.kind == "small" else Cnn()).eval()
+    frozen = torch.jit.freeze(torch.jit.script(model))
+    metadata = {
+        "input_shape": [1, 28, 28],
+        "input_dtype": "float32",
+        "normalization": {"mean": 0.2860, "std": 0.3530},
+        "class_labels": LABELS,
+        "source_checkpoint_digest": "0" * 16,
+        "epoch": 3,
+        "step": 1407,
+        "monitored": {"name": "val_accuracy", "value": 0.875, "mode": "max"},
+        "producer": {"name": "make_test_model.py",
+                     "torch_version": torch.__version__},
+    }
+    if args.metadata_json:
+        metadata.update(json.loads(args.metadata_json))
+    extra = {} if args.no_metadata else {
+        "metadata.json": json.dumps(metadata)}
+    torch.jit.save(frozen, args.out, _extra_files=extra)
+
+
+if __name__ == "__main__":
+    main()

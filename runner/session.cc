@@ -1,0 +1,261 @@
+#include "runner/session.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <sys/stat.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/cuda.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace runner {
+namespace {
+
+// The line of a LibTorch error a user needs. A c10::Error's text is one
+// line after what_without_backtrace(); the TorchScript interpreter instead
+// throws "The following operation failed in the TorchScript interpreter.",
+// a serialized-code traceback, then the real error as the last line.
+std::string FirstLine(const char* message) {
+  std::string text = message;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
+    text.pop_back();
+  }
+  if (text.rfind("The following operation failed", 0) == 0) {
+    if (size_t newline = text.rfind('\n'); newline != std::string::npos) {
+      text.erase(0, newline + 1);
+    }
+    return text;
+  }
+  if (size_t newline = text.find('\n'); newline != std::string::npos) {
+    text.resize(newline);
+  }
+  return text;
+}
+
+std::string ErrorText(const c10::Error& error) {
+  return FirstLine(error.what_without_backtrace());
+}
+
+std::optional<c10::ScalarType> DtypeFromName(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "float64") return c10::kDouble;
+  if (name == "float16") return c10::kHalf;
+  if (name == "uint8") return c10::kByte;
+  if (name == "int64") return c10::kLong;
+  return std::nullopt;
+}
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
+  if (text != "cpu" && text != "cuda" && text.rfind("cuda:", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported device '", text, "' (expected cpu, cuda or cuda:N)"));
+  }
+  try {
+    torch::Device device(text);
+    if (device.is_cuda()) {
+      if (!torch::cuda::is_available()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "device ", text,
+            " requested but CUDA is not available (this LibTorch has no CUDA "
+            "support or the machine has no usable GPU)"));
+      }
+      int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+      if (device.has_index() && device.index() >= count) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("device ", text, " requested but only ", count,
+                         " CUDA device(s) are available"));
+      }
+      if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
+    }
+    return device;
+  } catch (const c10::Error& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad device '", text, "': ", ErrorText(error)));
+  }
+}
+
+void ApplyDeterminism() {
+  // cuBLAS reads this when it creates its handle; later changes are ignored.
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::Context& context = at::globalContext();
+  context.setDeterministicAlgorithms(true, /*warn_only=*/false);
+  context.setBenchmarkCuDNN(false);
+  context.setDeterministicCuDNN(true);
+  context.setAllowTF32CuBLAS(false);
+  context.setAllowTF32CuDNN(false);
+}
+
+// A TorchScript archive is a zip file; checking the signature first turns
+// "PytorchStreamReader failed reading zip archive: failed finding central
+// directory" into a plain answer for the commonest mistake.
+bool HasZipSignature(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  char signature[4] = {};
+  file.read(signature, sizeof(signature));
+  return file.gcount() == 4 && signature[0] == 'P' && signature[1] == 'K' &&
+         signature[2] == 3 && signature[3] == 4;
+}
+
+}  // namespace
+
+std::string DtypeName(c10::ScalarType type) {
+  switch (type) {
+    case c10::kFloat:
+      return "float32";
+    case c10::kDouble:
+      return "float64";
+    case c10::kHalf:
+      return "float16";
+    case c10::kByte:
+      return "uint8";
+    case c10::kLong:
+      return "int64";
+    default:
+      return c10::toString(type);
+  }
+}
+
+Session::Session(std::string path, torch::jit::Module module,
+                 torch::Device device, std::optional<ModelMetadata> metadata,
+                 int threads)
+    : path_(std::move(path)),
+      module_(std::move(module)),
+      device_(device),
+      metadata_(std::move(metadata)),
+      threads_(threads) {
+  if (metadata_.has_value() && !metadata_->input_dtype.empty()) {
+    input_dtype_ = DtypeFromName(metadata_->input_dtype);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Open(
+    const std::string& path, const RunnerOptions& options) {
+  auto annotate = [&path](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat(path, ": ", status.message()));
+  };
+  if (options.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be >= 0, got ", options.threads));
+  }
+  // Before anything may initialise CUDA.
+  if (options.deterministic) ApplyDeterminism();
+  absl::StatusOr<torch::Device> device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
+  }
+  if (!HasZipSignature(path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path,
+        ": not a TorchScript archive (no zip signature; expected the "
+        "model.pt written by export)"));
+  }
+
+  int threads = options.threads;
+  if (threads > 0) at::set_num_threads(threads);
+  if (threads == 0 && options.deterministic) threads = at::get_num_threads();
+
+  torch::jit::ExtraFilesMap extra_files{{"metadata.json", ""}};
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, *device, extra_files);
+    module.eval();
+  } catch (const c10::Error& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a TorchScript archive: ", ErrorText(error)));
+  } catch (const std::exception& error) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a TorchScript archive: ", FirstLine(error.what())));
+  }
+  if (module.find_method("forward") == c10::nullopt) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the TorchScript module has no forward method"));
+  }
+
+  std::optional<ModelMetadata> metadata;
+  if (const std::string& text = extra_files["metadata.json"]; !text.empty()) {
+    absl::StatusOr<ModelMetadata> parsed = ParseModelMetadata(text);
+    if (!parsed.ok()) return annotate(parsed.status());
+    metadata = *std::move(parsed);
+  }
+  return std::unique_ptr<Session>(new Session(path, std::move(module), *device,
+                                              std::move(metadata), threads));
+}
+
+absl::Status Session::ValidateInput(const torch::Tensor& input) const {
+  if (!input.defined()) {
+    return absl::InvalidArgumentError("input tensor is undefined");
+  }
+  if (input_dtype_.has_value() && input.scalar_type() != *input_dtype_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input dtype ", DtypeName(input.scalar_type()),
+                     " does not match the model's ", metadata_->input_dtype));
+  }
+  if (metadata_.has_value() && !metadata_->input_shape.empty()) {
+    const std::vector<int64_t>& item = metadata_->input_shape;
+    std::vector<int64_t> shape = input.sizes().vec();
+    bool matches = shape.size() == item.size() + 1 &&
+                   std::equal(item.begin(), item.end(), shape.begin() + 1);
+    if (!matches) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input shape ", ShapeToString(shape),
+          " does not match the model's [N, ", ShapeToString(item).substr(1)));
+    }
+    if (shape[0] < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input shape ", ShapeToString(shape),
+                       " has an empty batch (N must be at least 1)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> Session::Run(const torch::Tensor& input) const {
+  if (absl::Status valid = ValidateInput(input); !valid.ok()) return valid;
+  torch::Tensor output;
+  try {
+    {
+      // OpenMP keeps the thread count per calling thread.
+      if (threads_ > 0 && at::get_num_threads() != threads_) {
+        at::set_num_threads(threads_);
+      }
+      c10::InferenceMode inference_mode;
+      torch::jit::GraphOptimizerEnabledGuard no_reoptimization(false);
+      std::vector<c10::IValue> inputs;
+      inputs.emplace_back(input.to(device_));
+      c10::IValue result = module_.forward(std::move(inputs));
+      if (!result.isTensor()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the model returned a ", result.tagKind(), ", not a tensor"));
+      }
+      output = result.toTensor();
+    }
+    // Outside InferenceMode, so that the caller gets an ordinary tensor
+    // (in-place ops on an inference tensor fail outside that mode).
+    if (!output.device().is_cpu()) return output.to(torch::kCPU).contiguous();
+    return output.clone(at::MemoryFormat::Contiguous);
+  } catch (const c10::Error& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("running the model: ", ErrorText(error)));
+  } catch (const std::exception& error) {
+    // The interpreter's errors (shape mismatches inside the model) arrive
+    // as std::runtime_error.
+    return absl::InvalidArgumentError(
+        absl::StrCat("running the model: ", FirstLine(error.what())));
+  }
+}
+
+}  // namespace runner

@@ -1,0 +1,118 @@
+// The runner library an edge application links: opens a frozen TorchScript
+// model written by `export`, checks each input against the model's
+// metadata, and runs it deterministically. Depends only on LibTorch and
+// Abseil status (no flags, no protobuf).
+//
+// Example:
+//   runner::RunnerOptions options;
+//   options.threads = 2;
+//   absl::StatusOr<std::unique_ptr<runner::Session>> session =
+//       runner::Session::Open("model.pt", options);
+//   if (!session.ok()) return session.status();
+//   absl::StatusOr<torch::Tensor> logits = (*session)->Run(images);
+//
+// Inputs: a tensor [N, *input_shape] of the metadata's input_dtype (N >= 1)
+// on any device; it is moved to the session's device. The result is the
+// model's output on the CPU, contiguous, an ordinary (not inference-mode)
+// tensor the caller may modify. A model without metadata is accepted; its
+// inputs are then checked by the model alone. No c10::Error escapes: every
+// failure is an absl::Status.
+//
+// Determinism (RunnerOptions::deterministic, the default): the same model,
+// input and thread count give the same output bytes, run after run and
+// session after session. Open() then
+//   - fixes the intra-op thread count (`threads`, or the count in force at
+//     Open() when 0) and re-applies it on every Run() from any thread
+//     (OpenMP keeps the count per calling thread; a different count changes
+//     float results, pytorch #88718);
+//   - calls at::globalContext().setDeterministicAlgorithms(true, false),
+//     turns cuDNN benchmark off and cuDNN determinism on, and turns TF32
+//     off for cuBLAS and cuDNN;
+//   - sets CUBLAS_WORKSPACE_CONFIG=:4096:8 when it is unset, which cuBLAS
+//     needs for deterministic results. It must be in the environment before
+//     CUDA initialises: open the first Session before any other CUDA work,
+//     or export the variable yourself.
+// These are process-wide LibTorch settings: they stay in force for the
+// rest of the process, for other Sessions and other LibTorch code alike.
+//
+// Executor: Run() executes the graph with the TorchScript graph optimizer
+// off (torch::jit::GraphOptimizerEnabledGuard, thread-local, scoped to the
+// call). The profiling executor otherwise spends the first calls profiling
+// and re-optimising (slow first ~20 calls in 1.13, pytorch #56245); the
+// model was already optimised when it was frozen, so the first call is as
+// fast as the rest and no warm-up is needed. Nothing global changes.
+//
+// Threads: a Session may be used from several threads at once. Run() is
+// const; it shares the module read-only and TorchScript creates its
+// execution plan under its own lock. metadata() never changes after Open().
+#ifndef RUNNER_SESSION_H_
+#define RUNNER_SESSION_H_
+
+#include <torch/script.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runner/metadata.h"
+
+namespace runner {
+
+struct RunnerOptions {
+  // "cpu", "cuda" or "cuda:N".
+  std::string device = "cpu";
+  // Intra-op threads; 0 keeps LibTorch's current count.
+  int threads = 0;
+  bool deterministic = true;
+};
+
+class Session {
+ public:
+  // Loads `path` onto options.device. Errors: kNotFound (no such file),
+  // kInvalidArgument (not a TorchScript archive, bad metadata, bad device
+  // string or option), kFailedPrecondition (CUDA requested but not
+  // available in this LibTorch or on this machine).
+  static absl::StatusOr<std::unique_ptr<Session>> Open(
+      const std::string& path, const RunnerOptions& options = {});
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs the model on `input`. kInvalidArgument when the input's shape or
+  // dtype does not match the metadata, or when the model itself rejects
+  // it; the message says what was expected.
+  absl::StatusOr<torch::Tensor> Run(const torch::Tensor& input) const;
+
+  // Null when the archive carries no metadata.json.
+  const ModelMetadata* metadata() const {
+    return metadata_.has_value() ? &*metadata_ : nullptr;
+  }
+  const std::string& path() const { return path_; }
+  const torch::Device& device() const { return device_; }
+  // The intra-op thread count applied on each Run(); 0 when not fixed.
+  int threads() const { return threads_; }
+
+ private:
+  Session(std::string path, torch::jit::Module module, torch::Device device,
+          std::optional<ModelMetadata> metadata, int threads);
+
+  absl::Status ValidateInput(const torch::Tensor& input) const;
+
+  std::string path_;
+  // forward() is not const in the jit API although it does not change the
+  // module; see the thread-safety note above.
+  mutable torch::jit::Module module_;
+  torch::Device device_;
+  std::optional<ModelMetadata> metadata_;
+  std::optional<c10::ScalarType> input_dtype_;
+  int threads_;
+};
+
+// "Float", "Byte", ... to the metadata's names: "float32", "uint8", ...
+std::string DtypeName(c10::ScalarType type);
+
+}  // namespace runner
+
+#endif  // RUNNER_SESSION_H_
