@@ -1,0 +1,363 @@
+#include "checkpoint/tensors.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ATen/Context.h"
+#include "ATen/detail/CUDAHooksInterface.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "checkpoint/reader.h"
+#include "torch/cuda.h"
+#include "torch/types.h"
+#include "torch/utils.h"
+#include "torch/version.h"
+
+namespace checkpoint {
+namespace {
+
+constexpr char kProducerTool[] = "ckpt_project";
+constexpr char kProducerVersion[] = "1.0";
+
+absl::Status Annotate(const absl::Status& status, absl::string_view context) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(),
+                      absl::StrCat(context, ": ", status.message()));
+}
+
+absl::Status FromException(absl::string_view context,
+                           const std::exception& error) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&error);
+  return absl::InternalError(absl::StrCat(
+      context, ": ",
+      torch_error != nullptr ? torch_error->what_without_backtrace()
+                             : error.what()));
+}
+
+std::optional<torch::Dtype> FromProtoDType(proto::DType dtype) {
+  switch (dtype) {
+    case proto::FLOAT32:
+      return torch::kFloat32;
+    case proto::FLOAT64:
+      return torch::kFloat64;
+    case proto::FLOAT16:
+      return torch::kFloat16;
+    case proto::BFLOAT16:
+      return torch::kBFloat16;
+    case proto::INT8:
+      return torch::kInt8;
+    case proto::UINT8:
+      return torch::kUInt8;
+    case proto::INT16:
+      return torch::kInt16;
+    case proto::INT32:
+      return torch::kInt32;
+    case proto::INT64:
+      return torch::kInt64;
+    case proto::BOOL:
+      return torch::kBool;
+    default:
+      return std::nullopt;
+  }
+}
+
+// "11.7" from CUDART's 11070; cuDNN 8's 8500 gives "8.5.0".
+std::string CudaVersionString(long version) {
+  return absl::StrCat(version / 1000, ".", (version % 1000) / 10);
+}
+std::string CudnnVersionString(long version) {
+  return absl::StrCat(version / 1000, ".", (version % 1000) / 100, ".",
+                      version % 100);
+}
+
+void FillMetadata(proto::Metadata* metadata) {
+  if (metadata->producer().tool().empty()) {
+    metadata->mutable_producer()->set_tool(kProducerTool);
+    metadata->mutable_producer()->set_version(kProducerVersion);
+  }
+  if (metadata->libtorch_version().empty()) {
+    metadata->set_libtorch_version(TORCH_VERSION);
+  }
+  const at::CUDAHooksInterface& cuda = at::detail::getCUDAHooks();
+  if (metadata->cuda_version().empty() && cuda.hasCUDART()) {
+    metadata->set_cuda_version(CudaVersionString(cuda.versionCUDART()));
+  }
+  if (metadata->cudnn_version().empty() && cuda.hasCuDNN()) {
+    metadata->set_cudnn_version(CudnnVersionString(cuda.versionCuDNN()));
+  }
+  if (metadata->host().empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0) metadata->set_host(host);
+  }
+  if (metadata->created_unix_micros() == 0) {
+    metadata->set_created_unix_micros(absl::ToUnixMicros(absl::Now()));
+  }
+}
+
+absl::Status SaveCheckpointOrThrow(const std::string& path,
+                                   const CheckpointState& state,
+                                   WriterOptions options) {
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> writer =
+      CheckpointWriter::Create(path, options);
+  if (!writer.ok()) return writer.status();
+  *(*writer)->mutable_metadata() = state.metadata;
+  FillMetadata((*writer)->mutable_metadata());
+  *(*writer)->mutable_training_state() = state.training_state;
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> shape;
+  for (const auto& [name, tensor] : state.tensors) {
+    const std::string context = absl::StrCat("tensor '", name, "'");
+    if (!tensor.defined()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(context, ": undefined tensor"));
+    }
+    if (tensor.layout() != torch::kStrided) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          context, ": only dense (strided) tensors are supported"));
+    }
+    const proto::DType dtype = ToProtoDType(tensor.scalar_type());
+    if (dtype == proto::DTYPE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(context, ": unsupported dtype ",
+                       c10::toString(tensor.scalar_type())));
+    }
+    // Only this tensor's staging copy is alive at a time.
+    torch::Tensor cpu = tensor;
+    if (!tensor.device().is_cpu() || !tensor.is_contiguous()) {
+      cpu = torch::empty(tensor.sizes(),
+                         torch::TensorOptions().dtype(tensor.scalar_type()));
+      cpu.copy_(tensor);
+    }
+    shape.assign(cpu.sizes().begin(), cpu.sizes().end());
+    absl::Span<const char> bytes(static_cast<const char*>(cpu.data_ptr()),
+                                 cpu.nbytes());
+    absl::Status added =
+        (*writer)->AddTensor(name, dtype, shape, bytes, tensor.device().str());
+    if (!added.ok()) return Annotate(added, context);
+  }
+  return (*writer)->Commit();
+}
+
+absl::Status CheckDevice(const torch::Device& device) {
+  if (device.is_cpu()) return absl::OkStatus();
+  if (!device.is_cuda()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported device '", device.str(), "': use cpu or cuda:N"));
+  }
+  if (!torch::cuda::is_available()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load onto ", device.str(),
+        ": CUDA is not available (this LibTorch has no CUDA support or no "
+        "GPU is visible); load onto cpu instead"));
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (device.has_index() && device.index() >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load onto ", device.str(), ": only ", count,
+                     " CUDA device(s) are visible"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
+    const std::string& path, const LoadOptions& options) {
+  ReaderOptions reader_options;
+  reader_options.verify_checksums = options.verify_checksums;
+  reader_options.use_mmap = options.use_mmap;
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+      CheckpointReader::Open(path, reader_options);
+  if (!reader.ok()) return reader.status();
+  const proto::Manifest& manifest = (*reader)->manifest();
+  CheckpointState state;
+  state.metadata = manifest.metadata();
+  state.training_state = manifest.training_state();
+  state.tensors.reserve(manifest.tensors_size());
+  std::shared_ptr<const void> mapping;
+  if (options.use_mmap) mapping = (*reader)->mapping_owner();
+  std::vector<int64_t> shape;
+  for (const proto::TensorEntry& entry : manifest.tensors()) {
+    const std::string context = absl::StrCat("tensor '", entry.name(), "'");
+    // The reader validated dtypes already; this guards against a reader
+    // newer than this mapping.
+    std::optional<torch::Dtype> saved_dtype = FromProtoDType(entry.dtype());
+    if (!saved_dtype) {
+      return absl::DataLossError(
+          absl::StrCat(context, ": unsupported dtype ", entry.dtype()));
+    }
+    shape.assign(entry.shape().begin(), entry.shape().end());
+    const auto cpu_options = torch::TensorOptions().dtype(*saved_dtype);
+    torch::Tensor cpu;
+    if (options.use_mmap && entry.size_bytes() > 0) {
+      absl::StatusOr<absl::Span<const char>> view =
+          (*reader)->MappedTensor(entry);
+      if (!view.ok()) return Annotate(view.status(), context);
+      // The deleter holds the mapping: the view outlives the reader safely.
+      cpu = torch::from_blob(
+          const_cast<char*>(view->data()), shape, [mapping](void*) {},
+          cpu_options);
+    } else {
+      cpu = torch::empty(shape, cpu_options);
+      absl::Status read = (*reader)->ReadTensor(
+          entry,
+          absl::Span<char>(static_cast<char*>(cpu.data_ptr()), cpu.nbytes()));
+      if (!read.ok()) return Annotate(read, context);
+    }
+    torch::Dtype dtype = *saved_dtype;
+    if (options.dtype && torch::isFloatingType(dtype) &&
+        !IsTrainingStateName(entry.name())) {
+      dtype = *options.dtype;
+    }
+    if (options.device.is_cpu() && dtype == *saved_dtype) {
+      state.tensors.emplace_back(entry.name(), std::move(cpu));
+    } else {
+      // copy=true: never a view of the read-only mapping.
+      state.tensors.emplace_back(
+          entry.name(), cpu.to(options.device, dtype, /*non_blocking=*/false,
+                               /*copy=*/true));
+    }
+  }
+  return state;
+}
+
+}  // namespace
+
+proto::DType ToProtoDType(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32:
+      return proto::FLOAT32;
+    case torch::kFloat64:
+      return proto::FLOAT64;
+    case torch::kFloat16:
+      return proto::FLOAT16;
+    case torch::kBFloat16:
+      return proto::BFLOAT16;
+    case torch::kInt8:
+      return proto::INT8;
+    case torch::kUInt8:
+      return proto::UINT8;
+    case torch::kInt16:
+      return proto::INT16;
+    case torch::kInt32:
+      return proto::INT32;
+    case torch::kInt64:
+      return proto::INT64;
+    case torch::kBool:
+      return proto::BOOL;
+    default:
+      return proto::DTYPE_UNSPECIFIED;
+  }
+}
+
+absl::Status SaveCheckpoint(const std::string& path,
+                            const CheckpointState& state,
+                            WriterOptions options) {
+  const std::string context = absl::StrCat("saving checkpoint ", path);
+  try {
+    return Annotate(SaveCheckpointOrThrow(path, state, options), context);
+  } catch (const std::exception& error) {
+    return FromException(context, error);
+  }
+}
+
+absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
+                                               const LoadOptions& options) {
+  const std::string context = absl::StrCat("loading checkpoint ", path);
+  absl::Status valid = CheckDevice(options.device);
+  if (!valid.ok()) return Annotate(valid, context);
+  if (options.dtype && !torch::isFloatingType(*options.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        context, ": the dtype to cast to must be floating point, not ",
+        c10::toString(*options.dtype)));
+  }
+  try {
+    absl::StatusOr<CheckpointState> state =
+        LoadCheckpointOrThrow(path, options);
+    if (!state.ok()) return Annotate(state.status(), context);
+    return state;
+  } catch (const std::exception& error) {
+    return FromException(context, error);
+  }
+}
+
+absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state) {
+  try {
+    torch::NoGradGuard no_grad;
+    CheckpointState snapshot;
+    snapshot.metadata = state.metadata;
+    snapshot.training_state = state.training_state;
+    snapshot.tensors.reserve(state.tensors.size());
+    for (const auto& [name, tensor] : state.tensors) {
+      if (!tensor.defined()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("snapshot of tensor '", name, "': undefined tensor"));
+      }
+      // empty + copy_: contiguous CPU memory whatever the source layout.
+      torch::Tensor copy = torch::empty(
+          tensor.sizes(), torch::TensorOptions().dtype(tensor.scalar_type()));
+      copy.copy_(tensor);
+      snapshot.tensors.emplace_back(name, std::move(copy));
+    }
+    return snapshot;
+  } catch (const std::exception& error) {
+    return FromException("snapshot of checkpoint tensors", error);
+  }
+}
+
+AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options)
+    : options_(options) {}
+
+AsyncCheckpointSaver::~AsyncCheckpointSaver() {
+  absl::Status unreported = JoinAndTakeError();
+  if (!unreported.ok()) {
+    std::fprintf(stderr,
+                 "AsyncCheckpointSaver: the asynchronous save to %s failed "
+                 "and nobody called Wait(): %s\n",
+                 pending_path_.c_str(), unreported.ToString().c_str());
+  }
+}
+
+absl::Status AsyncCheckpointSaver::JoinAndTakeError() {
+  if (worker_.joinable()) worker_.join();
+  absl::Status error = std::move(pending_error_);
+  pending_error_ = absl::OkStatus();
+  return error;
+}
+
+absl::Status AsyncCheckpointSaver::SaveAsync(
+    const std::string& path, const CheckpointState& state,
+    std::function<void(const absl::Status&)> on_committed) {
+  absl::Status previous = JoinAndTakeError();
+  if (!previous.ok()) {
+    return absl::Status(
+        previous.code(),
+        absl::StrCat("the previous asynchronous save failed (this save to ",
+                     path, " was not started): ", previous.message()));
+  }
+  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state);
+  if (!snapshot.ok()) {
+    return Annotate(snapshot.status(),
+                    absl::StrCat("saving checkpoint ", path));
+  }
+  pending_path_ = path;
+  auto owned = std::make_shared<CheckpointState>(std::move(*snapshot));
+  worker_ = std::thread([this, path, owned = std::move(owned),
+                         on_committed = std::move(on_committed)]() mutable {
+    absl::Status status = SaveCheckpoint(path, *owned, options_);
+    owned.reset();  // Free the snapshot before reporting.
+    if (on_committed) on_committed(status);
+    pending_error_ = std::move(status);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status AsyncCheckpointSaver::Wait() { return JoinAndTakeError(); }
+
+}  // namespace checkpoint

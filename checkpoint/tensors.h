@@ -1,0 +1,136 @@
+// Saving and loading torch::Tensor checkpoints: the LibTorch face of the
+// torch-free format in writer.h / reader.h.
+//
+// Example:
+//   CheckpointState state;
+//   state.tensors = NamedParametersAndBuffers(*model);   // module_loading.h
+//   state.metadata.mutable_progress()->set_epoch(3);
+//   RETURN_IF_ERROR(SaveCheckpoint("/runs/a/epoch=3", state));
+//
+//   LoadOptions options;
+//   options.device = torch::Device("cuda:0");
+//   ASSIGN_OR_RETURN(CheckpointState loaded,
+//                    LoadCheckpoint("/runs/a/epoch=3", options));
+//
+// Saving streams one tensor at a time: a contiguous CPU tensor is written
+// straight from its memory, any other (non-contiguous, CUDA) is first copied
+// into one contiguous CPU tensor, so the extra memory of a save is about the
+// largest tensor. Commit is atomic (see writer.h).
+//
+// Loading maps devices: tensors saved on "cuda:1" load onto
+// LoadOptions::device, and asking for CUDA where there is none is a clear
+// error rather than a LibTorch exception. With use_mmap on CPU (and no dtype
+// cast) tensors are zero-copy views of the read-only file mapping: they keep
+// the mapping alive, and WRITING TO THEM CRASHES (SIGSEGV). Copy them into a
+// module (module_loading.h) or clone() them before modifying.
+//
+// Every function here catches c10::Error and returns an absl::Status.
+#ifndef CHECKPOINT_TENSORS_H_
+#define CHECKPOINT_TENSORS_H_
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "checkpoint/manifest.pb.h"
+#include "checkpoint/named_tensors.h"
+#include "checkpoint/writer.h"
+
+namespace checkpoint {
+
+struct CheckpointState {
+  // Model tensors ("fc1.weight") and training-state tensors
+  // ("optimizer/exp_avg/fc1.weight", "rng/cpu"), in save order.
+  NamedTensors tensors;
+  proto::Metadata metadata;
+  proto::TrainingState training_state;
+};
+
+// Writes `state` to the checkpoint directory `path` (its parent must exist)
+// and commits it atomically. Fills metadata fields left empty: producer,
+// libtorch_version, cuda_version/cudnn_version (when CUDA is available),
+// host and created_unix_micros. Errors name the tensor being written.
+absl::Status SaveCheckpoint(const std::string& path,
+                            const CheckpointState& state,
+                            WriterOptions options = {});
+
+struct LoadOptions {
+  // "cpu" or "cuda:N".
+  torch::Device device = torch::kCPU;
+  // Casts floating-point MODEL tensors (names without '/') to this type;
+  // integer, bool and training-state tensors keep their saved dtype.
+  std::optional<torch::Dtype> dtype;
+  // See the file comment: zero-copy read-only views on CPU.
+  bool use_mmap = false;
+  // Check each tensor's XXH3 as it is read (with mmap: when the view is
+  // created, which reads the whole tensor once).
+  bool verify_checksums = true;
+};
+
+// Loads every tensor, the metadata and the training state of the
+// checkpoint at `path`. Errors: those of CheckpointReader::Open (kNotFound,
+// kDataLoss, ...), kFailedPrecondition for a CUDA device without CUDA or
+// with too few GPUs, kInvalidArgument for another device type or a
+// non-floating dtype.
+absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
+                                               const LoadOptions& options = {});
+
+// Saves in the background: SaveAsync copies the tensors into CPU memory on
+// the caller's thread (that copy is the caller's pause; training may then
+// change its tensors freely), then one background thread writes and
+// commits. At most one save is in flight: a new SaveAsync first waits for
+// the previous one.
+//
+// Errors are never lost: a failed save is returned by the next SaveAsync
+// (which then does NOT start its own save) or by Wait(); if neither is
+// called, the destructor prints it to stderr.
+//
+// Example:
+//   AsyncCheckpointSaver saver;
+//   for (...) {
+//     ...
+//     RETURN_IF_ERROR(saver.SaveAsync(path, state));
+//   }
+//   RETURN_IF_ERROR(saver.Wait());
+//
+// Methods must be called from one thread; `on_committed` runs on the
+// background thread with the save's final status.
+class AsyncCheckpointSaver {
+ public:
+  explicit AsyncCheckpointSaver(WriterOptions options = {});
+  ~AsyncCheckpointSaver();
+  AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
+  AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;
+
+  absl::Status SaveAsync(
+      const std::string& path, const CheckpointState& state,
+      std::function<void(const absl::Status&)> on_committed = nullptr);
+
+  // Waits for the save in flight; returns the error of the last save if
+  // it failed and was not returned before, OK otherwise.
+  absl::Status Wait();
+
+ private:
+  // Joins the worker and returns (and clears) an unreported error.
+  absl::Status JoinAndTakeError();
+
+  WriterOptions options_;
+  std::thread worker_;
+  std::string pending_path_;
+  // Written by the worker before it exits; read after join().
+  absl::Status pending_error_;
+};
+
+// Snapshot used by AsyncCheckpointSaver: contiguous CPU copies of every
+// tensor (and a copy of the protos). Exposed for benchmarks and tests.
+absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state);
+
+// The proto dtype for a torch dtype, or DTYPE_UNSPECIFIED if unsupported.
+proto::DType ToProtoDType(torch::Dtype dtype);
+
+}  // namespace checkpoint
+
+#endif  // CHECKPOINT_TENSORS_H_

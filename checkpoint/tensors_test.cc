@@ -1,0 +1,346 @@
+#include "checkpoint/tensors.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "checkpoint/reader.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "torch/torch.h"
+
+namespace checkpoint {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string TempPath(const std::string& name) {
+  static int counter = 0;
+  return std::string(std::getenv("TEST_TMPDIR")) + "/" + name + "-" +
+         std::to_string(counter++);
+}
+
+bool Exists(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0;
+}
+
+// Bitwise: torch::equal on the bytes, so NaNs and -0.0 count too.
+bool SameTensor(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) {
+    return false;
+  }
+  torch::Tensor ca = a.contiguous().cpu();
+  torch::Tensor cb = b.contiguous().cpu();
+  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
+}
+
+CheckpointState MixedState() {
+  torch::manual_seed(3);
+  CheckpointState state;
+  torch::Tensor base = torch::randn({4, 6});
+  state.tensors = {
+      {"float32", base},
+      {"float64", torch::randn({3}, torch::kFloat64)},
+      {"float16", torch::randn({5}).to(torch::kFloat16)},
+      {"bfloat16", torch::randn({2, 2}).to(torch::kBFloat16)},
+      {"int8", torch::tensor({-128, 0, 127}, torch::kInt8)},
+      {"uint8", torch::tensor({0, 255}, torch::kUInt8)},
+      {"int16", torch::tensor({-3, 30000}, torch::kInt16)},
+      {"int32", torch::tensor({1, -2, 3}, torch::kInt32)},
+      {"int64", torch::tensor({int64_t{1} << 40}, torch::kInt64)},
+      {"bool", torch::tensor({true, false, true}, torch::kBool)},
+      {"transposed", base.t()},
+      {"strided_slice", base.index({torch::indexing::Slice(), 1})},
+      {"empty", torch::zeros({0, 3})},
+      {"scalar", torch::tensor(2.5)},
+      {"requires_grad", torch::ones({2}, torch::requires_grad())},
+      {"optimizer/exp_avg/float32", torch::randn({4, 6})},
+  };
+  state.metadata.mutable_progress()->set_epoch(7);
+  state.metadata.set_architecture("mlp");
+  state.training_state.mutable_optimizer()->set_type("sgd");
+  return state;
+}
+
+void ExpectSameTensors(const NamedTensors& expected, const NamedTensors& got) {
+  ASSERT_EQ(expected.size(), got.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(expected[i].first, got[i].first);
+    EXPECT_TRUE(SameTensor(expected[i].second, got[i].second))
+        << expected[i].first;
+  }
+}
+
+TEST(TensorsTest, RoundTripsEveryDtypeLayoutAndSize) {
+  CheckpointState state = MixedState();
+  const std::string path = TempPath("roundtrip");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSameTensors(state.tensors, loaded->tensors);
+  EXPECT_EQ(loaded->tensors[13].second.dim(), 0);
+  EXPECT_EQ(loaded->metadata.progress().epoch(), 7);
+  EXPECT_EQ(loaded->metadata.architecture(), "mlp");
+  EXPECT_EQ(loaded->training_state.optimizer().type(), "sgd");
+  // Filled in by SaveCheckpoint.
+  EXPECT_EQ(loaded->metadata.libtorch_version(), TORCH_VERSION);
+  EXPECT_EQ(loaded->metadata.producer().tool(), "ckpt_project");
+  EXPECT_FALSE(loaded->metadata.host().empty());
+  EXPECT_GT(loaded->metadata.created_unix_micros(), 0);
+}
+
+TEST(TensorsTest, RecordsShapesAndDevicesInTheManifest) {
+  CheckpointState state = MixedState();
+  const std::string path = TempPath("manifest");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+      CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const proto::TensorEntry* transposed = (*reader)->FindTensor("transposed");
+  ASSERT_NE(transposed, nullptr);
+  EXPECT_THAT(transposed->shape(), ::testing::ElementsAre(6, 4));
+  EXPECT_EQ(transposed->dtype(), proto::FLOAT32);
+  EXPECT_EQ(transposed->saved_device(), "cpu");
+  EXPECT_EQ((*reader)->FindTensor("bfloat16")->dtype(), proto::BFLOAT16);
+}
+
+TEST(TensorsTest, MmapLoadGivesZeroCopyViewsThatOutliveTheReader) {
+  CheckpointState state = MixedState();
+  const std::string path = TempPath("mmap");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  for (bool verify : {true, false}) {
+    LoadOptions options;
+    options.use_mmap = true;
+    options.verify_checksums = verify;
+    absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, options);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    ExpectSameTensors(state.tensors, loaded->tensors);
+    // A view of the file mapping, not a LibTorch allocation.
+    EXPECT_FALSE(loaded->tensors[0].second.storage().resizable());
+    EXPECT_EQ(
+        reinterpret_cast<uintptr_t>(loaded->tensors[1].second.data_ptr()) %
+            kTensorAlignment,
+        0u);
+  }
+  // A cast makes private, writable copies.
+  LoadOptions cast;
+  cast.use_mmap = true;
+  cast.dtype = torch::kFloat64;
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, cast);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->tensors[0].second.storage().resizable());
+  loaded->tensors[0].second.fill_(1.0);
+}
+
+TEST(TensorsTest, CastsOnlyFloatingModelTensors) {
+  CheckpointState state = MixedState();
+  const std::string path = TempPath("cast");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  LoadOptions options;
+  options.dtype = torch::kFloat16;
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (const auto& [name, tensor] : loaded->tensors) {
+    const bool floating =
+        name == "float32" || name == "float64" || name == "bfloat16" ||
+        name == "float16" || name == "transposed" || name == "strided_slice" ||
+        name == "empty" || name == "scalar" || name == "requires_grad";
+    if (floating) {
+      EXPECT_EQ(tensor.scalar_type(), torch::kFloat16) << name;
+    }
+  }
+  EXPECT_EQ(loaded->tensors[4].second.scalar_type(), torch::kInt8);
+  EXPECT_EQ(loaded->tensors[9].second.scalar_type(), torch::kBool);
+  EXPECT_EQ(loaded->tensors.back().second.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(loaded->tensors[0].second.to(torch::kFloat32),
+                              state.tensors[0].second, 1e-2, 1e-2));
+
+  options.dtype = torch::kInt32;
+  absl::StatusOr<CheckpointState> bad = LoadCheckpoint(path, options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TensorsTest, CudaDeviceWithoutCudaIsAClearError) {
+  CheckpointState state = MixedState();
+  const std::string path = TempPath("device");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  LoadOptions options;
+  options.device = torch::Device("cuda:0");
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, options);
+  if (torch::cuda::is_available()) {
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_TRUE(loaded->tensors[0].second.is_cuda());
+    ExpectSameTensors(state.tensors, loaded->tensors);
+    options.device =
+        torch::Device(torch::kCUDA, torch::cuda::device_count() + 1);
+    EXPECT_EQ(LoadCheckpoint(path, options).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+  } else {
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(loaded.status().message(), HasSubstr(path));
+    EXPECT_THAT(loaded.status().message(),
+                HasSubstr("cannot load onto cuda:0: CUDA is not available"));
+  }
+  options.device = torch::Device("meta");
+  EXPECT_EQ(LoadCheckpoint(path, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TensorsTest, VerificationCatchesCorruptionAndCanBeTurnedOff) {
+  CheckpointState state;
+  state.tensors = {{"a", torch::arange(64, torch::kFloat32)},
+                   {"b", torch::ones({16})}};
+  const std::string path = TempPath("corrupt");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  uint64_t offset = 0;
+  std::string data_file;
+  {
+    auto reader = CheckpointReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    offset = (*reader)->FindTensor("a")->offset();
+    data_file = path + "/" +
+                (*reader)
+                    ->manifest()
+                    .data_files((*reader)->FindTensor("a")->data_file())
+                    .name();
+  }
+  {
+    std::fstream file(data_file,
+                      std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(offset + 5);
+    file.put('\x7f');
+  }
+  absl::StatusOr<CheckpointState> verified = LoadCheckpoint(path);
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(verified.status().message(), HasSubstr("'a'"));
+  LoadOptions mmap;
+  mmap.use_mmap = true;
+  EXPECT_EQ(LoadCheckpoint(path, mmap).status().code(),
+            absl::StatusCode::kDataLoss);
+
+  LoadOptions unverified;
+  unverified.verify_checksums = false;
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, unverified);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(SameTensor(loaded->tensors[0].second, state.tensors[0].second));
+  EXPECT_TRUE(SameTensor(loaded->tensors[1].second, state.tensors[1].second));
+}
+
+TEST(TensorsTest, SaveErrorsNameThePathAndTensor) {
+  CheckpointState state;
+  state.tensors = {{"fine", torch::ones({2})}, {"undefined", torch::Tensor()}};
+  const std::string path = TempPath("errors");
+  absl::Status undefined = SaveCheckpoint(path, state);
+  EXPECT_EQ(undefined.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(undefined.message(), HasSubstr(path));
+  EXPECT_THAT(undefined.message(), HasSubstr("tensor 'undefined'"));
+  EXPECT_FALSE(Exists(path));
+
+  state.tensors = {{"complex", torch::ones({2}, torch::kComplexFloat)}};
+  absl::Status complex = SaveCheckpoint(path, state);
+  EXPECT_EQ(complex.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(complex.message(), HasSubstr("unsupported dtype"));
+
+  absl::Status no_parent =
+      SaveCheckpoint(TempPath("missing") + "/child", MixedState());
+  EXPECT_FALSE(no_parent.ok());
+  EXPECT_THAT(no_parent.message(), HasSubstr("missing"));
+
+  absl::StatusOr<CheckpointState> absent = LoadCheckpoint(TempPath("absent"));
+  EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
+  CheckpointState state;
+  torch::Tensor weight = torch::zeros({256, 256});
+  state.tensors = {{"w", weight}, {"t", weight.t()}};
+  std::mutex mutex;
+  std::vector<std::string> committed;
+  auto record = [&](const std::string& name) {
+    return [&, name](const absl::Status& status) {
+      std::lock_guard<std::mutex> lock(mutex);
+      committed.push_back(name + (status.ok() ? ":ok" : ":error"));
+    };
+  };
+  const std::string first = TempPath("async-first");
+  const std::string second = TempPath("async-second");
+  AsyncCheckpointSaver saver;
+  ASSERT_TRUE(saver.SaveAsync(first, state, record("first")).ok());
+  // Training goes on while the first save is written.
+  weight.fill_(1.0);
+  ASSERT_TRUE(saver.SaveAsync(second, state, record("second")).ok());
+  weight.fill_(2.0);
+  ASSERT_TRUE(saver.Wait().ok());
+  EXPECT_THAT(committed, ::testing::ElementsAre("first:ok", "second:ok"));
+
+  absl::StatusOr<CheckpointState> a = LoadCheckpoint(first);
+  absl::StatusOr<CheckpointState> b = LoadCheckpoint(second);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(torch::equal(a->tensors[0].second, torch::zeros({256, 256})));
+  EXPECT_TRUE(torch::equal(b->tensors[0].second, torch::ones({256, 256})));
+  EXPECT_TRUE(torch::equal(b->tensors[1].second, torch::ones({256, 256})));
+}
+
+TEST(AsyncCheckpointSaverTest, FailedSaveIsReturnedByTheNextSave) {
+  CheckpointState state;
+  state.tensors = {{"w", torch::ones({8})}};
+  const std::string bad = TempPath("no-such-dir") + "/ckpt";
+  const std::string good = TempPath("after-failure");
+  absl::Status callback_status;
+  AsyncCheckpointSaver saver;
+  ASSERT_TRUE(saver
+                  .SaveAsync(bad, state,
+                             [&](const absl::Status& status) {
+                               callback_status = status;
+                             })
+                  .ok());
+  absl::Status next = saver.SaveAsync(good, state);
+  EXPECT_FALSE(next.ok());
+  EXPECT_THAT(next.message(), HasSubstr("previous asynchronous save failed"));
+  EXPECT_THAT(next.message(), HasSubstr(bad));
+  EXPECT_FALSE(callback_status.ok());
+  EXPECT_FALSE(Exists(good));
+  // Reported once: the saver works again.
+  EXPECT_TRUE(saver.Wait().ok());
+  ASSERT_TRUE(saver.SaveAsync(good, state).ok());
+  EXPECT_TRUE(saver.Wait().ok());
+  EXPECT_TRUE(Exists(good));
+}
+
+TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
+  CheckpointState state;
+  state.tensors = {{"w", torch::ones({8})}};
+  {
+    AsyncCheckpointSaver saver;
+    ASSERT_TRUE(saver.SaveAsync(TempPath("gone") + "/x", state).ok());
+    absl::Status waited = saver.Wait();
+    EXPECT_FALSE(waited.ok());
+    EXPECT_TRUE(saver.Wait().ok());
+  }
+  const std::string lost = TempPath("lost") + "/x";
+  testing::internal::CaptureStderr();
+  {
+    AsyncCheckpointSaver saver;
+    ASSERT_TRUE(saver.SaveAsync(lost, state).ok());
+  }
+  std::string printed = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(printed, HasSubstr("AsyncCheckpointSaver"));
+  EXPECT_THAT(printed, HasSubstr(lost));
+  // Nothing to print after a successful save.
+  testing::internal::CaptureStderr();
+  {
+    AsyncCheckpointSaver saver;
+    ASSERT_TRUE(saver.SaveAsync(TempPath("fine"), state).ok());
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+}
+
+}  // namespace
+}  // namespace checkpoint
