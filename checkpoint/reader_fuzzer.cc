@@ -1,0 +1,126 @@
+// libFuzzer target over CheckpointReader: hostile manifests and data files
+// must produce a Status, never a crash, an out-of-bounds read or a huge
+// allocation.
+//
+// Input: a 4-byte little-endian manifest length N, N manifest bytes, then
+// the bytes of data-00000.bin (a length beyond the input is clamped). Both
+// files go into a scratch checkpoint directory, which is opened with
+// checksum verification on, in pread mode and in mmap mode; every tensor
+// is read into a bounded buffer, mapped, digested and VerifyAll() runs.
+//
+// Run (see checkpoint/FORMAT.md section 10):
+//   tools/bazel --output_base=/root/.cache/bazel_fuzz run --config=fuzz
+//       //checkpoint:reader_fuzzer -- -max_total_time=60
+//       $PWD/checkpoint/testdata/fuzz_corpus
+// (one command line).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "checkpoint/digest.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
+
+namespace {
+
+// The largest tensor read in one piece; bigger ones are streamed.
+constexpr size_t kMaxWholeRead = size_t{1} << 20;
+
+const std::string& ScratchCheckpoint() {
+  static const std::string* path = [] {
+    const char* base = std::getenv("TEST_TMPDIR");
+    std::string pattern =
+        std::string(base != nullptr ? base : "/tmp") + "/reader_fuzz.XXXXXX";
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (::mkdtemp(buffer.data()) == nullptr) {
+      std::perror("reader_fuzzer: mkdtemp");
+      std::abort();
+    }
+    return new std::string(buffer.data());
+  }();
+  return *path;
+}
+
+void WriteWholeFile(const std::string& path, const uint8_t* data, size_t size) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::perror(path.c_str());
+    std::abort();
+  }
+  while (size > 0) {
+    ssize_t written = ::write(fd, data, size);
+    if (written <= 0) {
+      std::perror(path.c_str());
+      std::abort();
+    }
+    data += written;
+    size -= static_cast<size_t>(written);
+  }
+  ::close(fd);
+}
+
+void Exercise(const std::string& path, bool use_mmap) {
+  checkpoint::ReaderOptions options;
+  options.use_mmap = use_mmap;
+  auto reader = checkpoint::CheckpointReader::Open(path, options);
+  if (!reader.ok()) return;
+  const checkpoint::CheckpointReader& r = **reader;
+  std::vector<char> buffer;
+  for (const checkpoint::proto::TensorEntry& entry : r.manifest().tensors()) {
+    if (r.FindTensor(entry.name()) != &entry) std::abort();
+    if (entry.size_bytes() <= kMaxWholeRead) {
+      buffer.resize(entry.size_bytes());
+      (void)r.ReadTensor(entry, absl::MakeSpan(buffer)).ok();
+    } else {
+      uint64_t seen = 0;
+      (void)r
+          .ReadTensorChunks(entry, kMaxWholeRead,
+                            [&](absl::Span<const char> chunk) {
+                              seen += chunk.size();
+                              return absl::OkStatus();
+                            })
+          .ok();
+      if (seen > entry.size_bytes()) std::abort();
+    }
+    if (use_mmap) {
+      auto view = r.MappedTensor(entry);
+      if (view.ok()) {
+        // Touch every byte: ASan and the page tables check the bounds.
+        unsigned sum = 0;
+        for (char byte : *view) sum += static_cast<unsigned char>(byte);
+        if (view->size() != entry.size_bytes()) std::abort();
+        (void)sum;
+      }
+    }
+  }
+  (void)r.VerifyAll().ok();
+  (void)checkpoint::TensorDigest(r).ok();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 4) return 0;
+  uint32_t manifest_size = static_cast<uint32_t>(data[0]) |
+                           static_cast<uint32_t>(data[1]) << 8 |
+                           static_cast<uint32_t>(data[2]) << 16 |
+                           static_cast<uint32_t>(data[3]) << 24;
+  data += 4;
+  size -= 4;
+  if (manifest_size > size) manifest_size = static_cast<uint32_t>(size);
+  const std::string& dir = ScratchCheckpoint();
+  WriteWholeFile(dir + "/" + checkpoint::kManifestFileName, data,
+                 manifest_size);
+  WriteWholeFile(dir + "/data-00000.bin", data + manifest_size,
+                 size - manifest_size);
+  Exercise(dir, /*use_mmap=*/false);
+  Exercise(dir, /*use_mmap=*/true);
+  return 0;
+}
