@@ -37,7 +37,7 @@ struct ParityProbe {
 // Standard-normal probe inputs of shape [probe.batch, example_shape...],
 // the same for the same seed on every run and machine.
 at::Tensor MakeProbeBatch(const std::vector<int64_t>& example_shape,
-                             const ParityProbe& probe);
+                          const ParityProbe& probe);
 
 // Largest |a - b|; infinity when shapes differ or NaNs are in different
 // places (matching NaNs count as equal).
