@@ -168,6 +168,19 @@ TEST_F(CorruptionTest, GarbageManifest) {
   ExpectOpenFails(absl::StatusCode::kDataLoss, "does not parse");
 }
 
+TEST_F(CorruptionTest, InvalidUtf8NameIsRefusedWithoutLogSpam) {
+  EditManifest([](proto::Manifest& m) {
+    // Serialization does not check; parsing (proto3) does.
+    m.mutable_tensors(0)->set_name("fc.\xff\xfe");
+  });
+  ::testing::internal::CaptureStderr();
+  auto reader = CheckpointReader::Open(path_);
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(reader.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(reader.status().message(), HasSubstr("invalid UTF-8"));
+  EXPECT_EQ(logged, "");
+}
+
 TEST_F(CorruptionTest, EmptyManifestHasNoFormatVersion) {
   WriteFile(ManifestPath(), "");
   ExpectOpenFails(absl::StatusCode::kDataLoss, "format_version 0");

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/writer.h"
+#include "google/protobuf/stubs/logging.h"
 
 namespace checkpoint {
 namespace {
@@ -340,10 +341,19 @@ class CheckpointReader::Impl {
       std::string bytes(static_cast<size_t>(info.st_size), '\0');
       status = PreadFully(fd, bytes.data(), bytes.size(), 0,
                           absl::StrCat(path_, "/", kManifestFileName));
-      if (status.ok() && !manifest_.ParseFromString(bytes)) {
-        status = Invalid(absl::StrCat(kManifestFileName,
-                                      " is not a valid manifest (does not "
-                                      "parse as checkpoint.proto.Manifest)"));
+      // Protobuf logs invalid UTF-8 in string fields to stderr before
+      // failing; the Status below is the one report a caller should see.
+      bool parsed = false;
+      if (status.ok()) {
+        google::protobuf::LogSilencer silence_protobuf_logging;
+        parsed = manifest_.ParseFromString(bytes);
+      }
+      if (status.ok() && !parsed) {
+        status = Invalid(absl::StrCat(
+            kManifestFileName,
+            " is not a valid manifest (does not parse as "
+            "checkpoint.proto.Manifest: malformed wire data or invalid "
+            "UTF-8 in a string field)"));
       }
     }
     ::close(fd);
