@@ -89,5 +89,54 @@ TEST(ReaderFuzzerCorpusTest, ValidInputsOpenAndBrokenOnesAreRefused) {
   EXPECT_GE(broken, 10);
 }
 
+// valid_small is a version-1 checkpoint committed to the repository: a
+// golden file. Reading it exactly as written guards the on-disk format
+// against accidental change.
+TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointReadsAsWritten) {
+  const std::string dir =
+      Unpack("golden", ReadFile(CorpusDir() + "/valid_small"));
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const proto::Manifest& manifest = (*reader)->manifest();
+  EXPECT_EQ(manifest.format_version(), 1u);
+  EXPECT_EQ(manifest.alignment(), 64u);
+  EXPECT_EQ(manifest.metadata().progress().epoch(), 2);
+  EXPECT_EQ(manifest.metadata().architecture(), "mlp");
+  struct Expected {
+    const char* name;
+    proto::DType dtype;
+    std::vector<int64_t> shape;
+    uint64_t offset;
+    uint64_t size;
+    int seed;
+  };
+  const std::vector<Expected> expected = {
+      {"fc.weight", proto::FLOAT32, {3, 4}, 0, 48, 0},
+      {"fc.bias", proto::FLOAT32, {3}, 64, 12, 1},
+      {"step", proto::INT64, {}, 128, 8, 2},
+      {"mask", proto::BOOL, {0, 5}, 192, 0, 3},
+  };
+  ASSERT_EQ(manifest.tensors_size(), 4);
+  // The empty tensor is aligned too: the padding before it is written.
+  EXPECT_EQ(manifest.data_files(0).size_bytes(), 192u);
+  for (const Expected& tensor : expected) {
+    SCOPED_TRACE(tensor.name);
+    const proto::TensorEntry* entry = (*reader)->FindTensor(tensor.name);
+    ASSERT_NE(entry, nullptr);
+    EXPECT_EQ(entry->dtype(), tensor.dtype);
+    EXPECT_EQ(
+        std::vector<int64_t>(entry->shape().begin(), entry->shape().end()),
+        tensor.shape);
+    EXPECT_EQ(entry->offset(), tensor.offset);
+    ASSERT_EQ(entry->size_bytes(), tensor.size);
+    std::vector<char> bytes(tensor.size);
+    ASSERT_TRUE((*reader)->ReadTensor(*entry, absl::MakeSpan(bytes)).ok());
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      // The generator's pattern (reader_fuzzer_corpus_gen.cc).
+      EXPECT_EQ(bytes[i], static_cast<char>(i * 37 + tensor.seed)) << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace checkpoint
