@@ -39,7 +39,10 @@ namespace checkpoint {
 struct ReaderOptions {
   bool verify_checksums = true;
   // Map data files into memory (read-only, MAP_SHARED); MappedTensor()
-  // then returns views into the mapping without copying.
+  // then returns views into the mapping without copying. Committed
+  // checkpoints are never modified in place; a data file truncated by
+  // another program while mapped raises SIGBUS on access (pread mode
+  // returns kDataLoss instead).
   bool use_mmap = false;
 };
 
