@@ -1,0 +1,186 @@
+// train: trains a Fashion-MNIST classifier with checkpoints that resume
+// bit-exactly. See trainer/trainer.h for what a run does, `train --help`
+// for the flags.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "tools/cli/flags.h"
+#include "trainer/trainer.h"
+
+ABSL_FLAG(std::string, run_dir, "",
+          "Required. Run directory: checkpoints, best/last links, "
+          "metrics.jsonl.");
+ABSL_FLAG(int64_t, epochs, 10, "Total number of epochs to train.");
+ABSL_FLAG(std::string, model, "cnn", "Architecture: mlp or cnn.");
+ABSL_FLAG(std::string, device, "auto",
+          "auto (CUDA if available, else CPU), cpu, cuda or cuda:N.");
+ABSL_FLAG(bool, amp, false,
+          "Mixed precision (CUDA only): autocast with dynamic loss scaling. "
+          "Refused on CPU.");
+ABSL_FLAG(bool, deterministic, false,
+          "Deterministic algorithms only: cuDNN deterministic, benchmark off, "
+          "TF32 off, CUBLAS_WORKSPACE_CONFIG=:4096:8.");
+ABSL_FLAG(std::string, optimizer, "sgd", "sgd (with momentum) or adamw.");
+ABSL_FLAG(double, lr, 0,
+          "Base learning rate; 0 picks 0.05 for sgd, 0.001 for adamw.");
+ABSL_FLAG(double, momentum, 0.9, "SGD momentum.");
+ABSL_FLAG(double, weight_decay, 5e-4, "Weight decay (decoupled for adamw).");
+ABSL_FLAG(int64_t, batch_size, 128, "Training batch size.");
+ABSL_FLAG(std::string, lr_schedule, "cosine",
+          "cosine (to 0 over the run, per step), step (x0.1 at each third of "
+          "the run) or none.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the initialisation and data order.");
+ABSL_FLAG(int32_t, threads, 0,
+          "Intra-op CPU threads; 0 keeps LibTorch's default. Bitwise "
+          "reproducibility on CPU needs the same value across runs.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory with the Fashion-MNIST IDX files (train-images-idx3-"
+          "ubyte[.gz], ...); default: the copy in the runfiles, else "
+          "/usr/share/datasets/fashion-mnist.");
+ABSL_FLAG(int64_t, max_train_examples, -1,
+          "Train on the first N training examples only (-1: all 55,000).");
+ABSL_FLAG(int64_t, max_val_examples, -1,
+          "Validate on the first N validation examples only (-1: all).");
+ABSL_FLAG(int64_t, max_test_examples, -1,
+          "Test the best checkpoint on the first N test images (-1: all "
+          "10,000).");
+ABSL_FLAG(int64_t, validation_size, 5000,
+          "The last N of the 60,000 training images form the validation set.");
+ABSL_FLAG(std::string, monitor, "val_loss",
+          "Metric that picks `best`: val_loss (lower is better) or val_acc "
+          "(higher is better).");
+ABSL_FLAG(int64_t, save_every_steps, 0,
+          "Also save a checkpoint every N optimizer steps inside an epoch "
+          "(0: only after each epoch's validation).");
+ABSL_FLAG(int32_t, keep_last, -1,
+          "Keep the N most recent checkpoints (-1: all); best and last are "
+          "always kept.");
+ABSL_FLAG(int32_t, keep_top_k, -1,
+          "Keep the K best checkpoints by --monitor (-1: all).");
+ABSL_FLAG(bool, resume, false,
+          "Continue from RUN_DIR's newest valid checkpoint (RUN_DIR/last, or "
+          "the newest that verifies); start fresh if there is none.");
+ABSL_FLAG(std::string, resume_from, "",
+          "Continue from this checkpoint directory; new checkpoints go to "
+          "--run_dir.");
+ABSL_FLAG(std::string, progress, "auto",
+          "auto (a bar when stderr is a terminal, else lines), bar, lines or "
+          "none.");
+ABSL_FLAG(int64_t, max_steps, 0,
+          "Stop after this global step, saving a checkpoint to resume from "
+          "(0: no limit).");
+ABSL_FLAG(bool, skip_test, false,
+          "Do not evaluate the best checkpoint on the test set at the end.");
+
+namespace {
+
+std::atomic<int> stop_signal{0};
+
+void OnStopSignal(int signal_number) { stop_signal.store(signal_number); }
+
+void InstallSignalHandlers() {
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  // A second Ctrl-C kills at once: the handler resets to the default.
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
+}
+
+// The Fashion-MNIST files this binary was built with (@fashion_mnist in its
+// runfiles), else Debian's installed copy.
+std::string DefaultDataDir() {
+  std::vector<std::string> candidates;
+  for (const char* variable : {"RUNFILES_DIR", "TEST_SRCDIR"}) {
+    if (const char* value = std::getenv(variable)) {
+      candidates.push_back(absl::StrCat(value, "/fashion_mnist"));
+    }
+  }
+  char executable[PATH_MAX];
+  const ssize_t length =
+      readlink("/proc/self/exe", executable, sizeof(executable) - 1);
+  if (length > 0) {
+    executable[length] = '\0';
+    candidates.push_back(absl::StrCat(executable, ".runfiles/fashion_mnist"));
+  }
+  candidates.push_back("/usr/share/datasets/fashion-mnist");
+  for (const std::string& candidate : candidates) {
+    if (IsDirectory(candidate)) return candidate;
+  }
+  return candidates.back();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> positional = cli::ParseFlagsOrExit(
+      argc, argv,
+      "Trains a Fashion-MNIST classifier with exact-resume checkpoints.\n"
+      "  train --run_dir=DIR [--epochs=N] [--model=cnn|mlp] [flags]\n"
+      "  train --run_dir=DIR --resume      # continue after a stop\n"
+      "SIGINT/SIGTERM: finish the step, save, exit 130/143.");
+  if (!positional.empty()) {
+    cli::ExitWithError(absl::StrCat("unexpected argument '", positional[0],
+                                    "' (flags only; see --help)"));
+  }
+  trainer::TrainOptions options;
+  options.run_dir = absl::GetFlag(FLAGS_run_dir);
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.model = absl::GetFlag(FLAGS_model);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.amp = absl::GetFlag(FLAGS_amp);
+  options.deterministic = absl::GetFlag(FLAGS_deterministic);
+  options.optimizer = absl::GetFlag(FLAGS_optimizer);
+  options.lr = absl::GetFlag(FLAGS_lr);
+  options.momentum = absl::GetFlag(FLAGS_momentum);
+  options.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  options.lr_schedule = absl::GetFlag(FLAGS_lr_schedule);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (options.data_dir.empty()) options.data_dir = DefaultDataDir();
+  options.max_train_examples = absl::GetFlag(FLAGS_max_train_examples);
+  options.max_val_examples = absl::GetFlag(FLAGS_max_val_examples);
+  options.max_test_examples = absl::GetFlag(FLAGS_max_test_examples);
+  options.validation_size = absl::GetFlag(FLAGS_validation_size);
+  options.monitor = absl::GetFlag(FLAGS_monitor);
+  options.save_every_steps = absl::GetFlag(FLAGS_save_every_steps);
+  options.keep_last = absl::GetFlag(FLAGS_keep_last);
+  options.keep_top_k = absl::GetFlag(FLAGS_keep_top_k);
+  options.resume = absl::GetFlag(FLAGS_resume);
+  options.resume_from = absl::GetFlag(FLAGS_resume_from);
+  options.progress = absl::GetFlag(FLAGS_progress);
+  options.max_steps = absl::GetFlag(FLAGS_max_steps);
+  options.skip_test = absl::GetFlag(FLAGS_skip_test);
+  if (absl::Status status = trainer::ValidateOptions(options); !status.ok()) {
+    cli::ExitWithError(status.message());
+  }
+
+  InstallSignalHandlers();
+  absl::StatusOr<trainer::TrainSummary> summary =
+      trainer::Train(options, &stop_signal);
+  if (!summary.ok()) {
+    cli::ExitWithError(
+        summary.status().message(),
+        absl::IsInvalidArgument(summary.status()) ? cli::kUsageExitCode : 1);
+  }
+  if (summary->stop_signal != 0) return 128 + summary->stop_signal;
+  return 0;
+}

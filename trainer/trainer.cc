@@ -1,0 +1,1129 @@
+#include "trainer/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/manager.h"
+#include "checkpoint/module_loading.h"
+#include "checkpoint/tensors.h"
+#include "checkpoint/training_state.h"
+#include "nlohmann/json.hpp"
+#include "trainer/architectures.h"
+#include "trainer/idx_reader.h"
+#include "trainer/loss_scaler.h"
+#include "trainer/schedule.h"
+
+namespace trainer {
+namespace {
+
+using checkpoint::CheckpointState;
+using checkpoint::NamedTensors;
+using checkpoint::proto::Metadata;
+using checkpoint::proto::MonitoredMetric;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kTrainSplitSize = 60000;
+constexpr int64_t kEvalBatchSize = 1000;
+constexpr char kUserPrefix[] = "train.";
+
+absl::Status UsageError(absl::string_view message) {
+  return absl::InvalidArgumentError(message);
+}
+
+// Library errors keep their code, except kInvalidArgument, which Train()
+// reserves for the user's mistakes (exit code 2 in `train`).
+absl::Status Annotate(const absl::Status& status, absl::string_view context) {
+  absl::StatusCode code = status.code() == absl::StatusCode::kInvalidArgument
+                              ? absl::StatusCode::kFailedPrecondition
+                              : status.code();
+  return absl::Status(code, absl::StrCat(context, ": ", status.message()));
+}
+
+double Seconds(Clock::duration duration) {
+  return std::chrono::duration<double>(duration).count();
+}
+
+std::string ExactDouble(double value) {
+  return absl::StrFormat("%.17g", value);
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const int64_t total = static_cast<int64_t>(seconds + 0.5);
+  if (total >= 3600) {
+    return absl::StrFormat("%d:%02d:%02d", total / 3600, total / 60 % 60,
+                           total % 60);
+  }
+  return absl::StrFormat("%02d:%02d", total / 60, total % 60);
+}
+
+// ---------------------------------------------------------------------------
+// Options recorded in each checkpoint (Metadata.user), so that a resumed run
+// trains with the settings that shaped its state.
+
+struct RecordedOption {
+  const char* name;
+  std::function<std::string(const TrainOptions&)> get;
+  std::function<bool(const std::string&, TrainOptions&)> set;
+};
+
+const std::vector<RecordedOption>& RecordedOptions() {
+  auto string_option = [](const char* name, std::string TrainOptions::*field) {
+    return RecordedOption{name,
+                          [field](const TrainOptions& o) { return o.*field; },
+                          [field](const std::string& v, TrainOptions& o) {
+                            o.*field = v;
+                            return true;
+                          }};
+  };
+  auto int_option = [](const char* name, int64_t TrainOptions::*field) {
+    return RecordedOption{
+        name, [field](const TrainOptions& o) { return absl::StrCat(o.*field); },
+        [field](const std::string& v, TrainOptions& o) {
+          return absl::SimpleAtoi(v, &(o.*field));
+        }};
+  };
+  auto double_option = [](const char* name, double TrainOptions::*field) {
+    return RecordedOption{
+        name, [field](const TrainOptions& o) { return ExactDouble(o.*field); },
+        [field](const std::string& v, TrainOptions& o) {
+          return absl::SimpleAtod(v, &(o.*field));
+        }};
+  };
+  static const auto* const options = new std::vector<RecordedOption>{
+      string_option("model", &TrainOptions::model),
+      string_option("optimizer", &TrainOptions::optimizer),
+      double_option("lr", &TrainOptions::lr),
+      double_option("momentum", &TrainOptions::momentum),
+      double_option("weight_decay", &TrainOptions::weight_decay),
+      int_option("batch_size", &TrainOptions::batch_size),
+      string_option("lr_schedule", &TrainOptions::lr_schedule),
+      RecordedOption{"seed",
+                     [](const TrainOptions& o) { return absl::StrCat(o.seed); },
+                     [](const std::string& v, TrainOptions& o) {
+                       return absl::SimpleAtoi(v, &o.seed);
+                     }},
+      int_option("max_train_examples", &TrainOptions::max_train_examples),
+      int_option("validation_size", &TrainOptions::validation_size),
+      string_option("monitor", &TrainOptions::monitor),
+      RecordedOption{"amp",
+                     [](const TrainOptions& o) { return o.amp ? "1" : "0"; },
+                     [](const std::string& v, TrainOptions& o) {
+                       o.amp = v == "1";
+                       return v == "0" || v == "1";
+                     }},
+  };
+  return *options;
+}
+
+void RecordOptions(const TrainOptions& options, Metadata* metadata) {
+  for (const RecordedOption& option : RecordedOptions()) {
+    (*metadata->mutable_user())[absl::StrCat(kUserPrefix, option.name)] =
+        option.get(options);
+  }
+}
+
+// The checkpoint's settings win over the command line's: a resumed run must
+// train the same way. Differences are reported, not fatal.
+absl::Status ApplyRecordedOptions(const Metadata& metadata,
+                                  TrainOptions* options) {
+  for (const RecordedOption& option : RecordedOptions()) {
+    auto it = metadata.user().find(absl::StrCat(kUserPrefix, option.name));
+    if (it == metadata.user().end()) continue;
+    const std::string given = option.get(*options);
+    if (!option.set(it->second, *options)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint records a malformed ", option.name, ": '",
+                       it->second, "'"));
+    }
+    if (given != option.get(*options)) {
+      std::fprintf(stderr,
+                   "train: note: resuming with the checkpoint's --%s=%s "
+                   "(command line: %s)\n",
+                   option.name, option.get(*options).c_str(), given.c_str());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Data.
+
+struct Split {
+  torch::Tensor images;  // [N, 1, H, W] float32, normalised
+  torch::Tensor labels;  // [N] int64
+  int64_t size() const { return labels.size(0); }
+};
+
+Split MakeSplit(const IdxDataset& dataset, int64_t begin, int64_t count,
+                const ArchitectureConfig& config) {
+  const int64_t pixels_per_image = dataset.images.rows * dataset.images.cols;
+  torch::Tensor bytes = torch::from_blob(
+      const_cast<uint8_t*>(dataset.images.pixels.data()) +
+          begin * pixels_per_image,
+      {count, 1, dataset.images.rows, dataset.images.cols}, torch::kUInt8);
+  Split split;
+  split.images =
+      ((bytes.to(torch::kFloat32) / 255.0) - config.normalization_mean) /
+      config.normalization_std;
+  split.labels =
+      torch::from_blob(const_cast<uint8_t*>(dataset.labels.data()) + begin,
+                       {count}, torch::kUInt8)
+          .to(torch::kInt64);
+  return split;
+}
+
+absl::StatusOr<IdxDataset> ReadDataset(const std::string& images,
+                                       const std::string& labels,
+                                       const ArchitectureConfig& config) {
+  absl::StatusOr<IdxDataset> dataset =
+      ReadIdxDataset(images, labels, static_cast<int>(config.num_classes));
+  if (!dataset.ok()) {
+    return Annotate(dataset.status(), "reading the dataset");
+  }
+  if (dataset->images.rows != config.input_height ||
+      dataset->images.cols != config.input_width) {
+    return UsageError(
+        absl::StrCat(images, ": images are ", dataset->images.rows, "x",
+                     dataset->images.cols, ", the model takes ",
+                     config.input_height, "x", config.input_width));
+  }
+  return dataset;
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation.
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+Evaluation Evaluate(torch::jit::Module& model, const Split& split,
+                    const torch::Device& device) {
+  model.eval();
+  torch::NoGradGuard no_grad;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < split.size(); begin += kEvalBatchSize) {
+    const int64_t end = std::min(split.size(), begin + kEvalBatchSize);
+    torch::Tensor images = split.images.slice(0, begin, end).to(device);
+    torch::Tensor labels = split.labels.slice(0, begin, end).to(device);
+    torch::Tensor logits = model.forward({images}).toTensor().to(torch::kFloat);
+    loss_sum += at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum)
+                    .item<double>();
+    correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+  }
+  model.train();
+  Evaluation evaluation;
+  if (split.size() > 0) {
+    evaluation.loss = loss_sum / split.size();
+    evaluation.accuracy = static_cast<double>(correct) / split.size();
+  }
+  return evaluation;
+}
+
+// ---------------------------------------------------------------------------
+// Progress output: a bar redrawn in place on a terminal, plain lines
+// otherwise (logs, CI).
+
+class ProgressReporter {
+ public:
+  ProgressReporter(const std::string& mode, int64_t epochs) : epochs_(epochs) {
+    if (mode == "bar") {
+      bar_ = true;
+    } else if (mode == "auto") {
+      bar_ = isatty(STDERR_FILENO) == 1;
+    }
+    quiet_ = mode == "none";
+  }
+
+  void StartEpoch(int64_t epoch, int64_t batches, int64_t first_batch) {
+    epoch_ = epoch;
+    batches_ = batches;
+    first_batch_ = first_batch;
+    start_ = Clock::now();
+    last_print_ = start_;
+    examples_ = 0;
+  }
+
+  void Update(int64_t batch_done, int64_t batch_examples, double mean_loss) {
+    examples_ += batch_examples;
+    if (quiet_) return;
+    const Clock::time_point now = Clock::now();
+    const double since_print = Seconds(now - last_print_);
+    const bool last = batch_done == batches_;
+    if (bar_ ? since_print < 0.1 && !last : since_print < 10.0) return;
+    last_print_ = now;
+    const double elapsed = Seconds(now - start_);
+    const double per_second = elapsed > 0 ? examples_ / elapsed : 0;
+    const int64_t done_here = batch_done - first_batch_;
+    const double eta = done_here > 0
+                           ? elapsed / done_here * (batches_ - batch_done)
+                           : std::numeric_limits<double>::quiet_NaN();
+    if (bar_) {
+      constexpr int kWidth = 28;
+      const int filled = static_cast<int>(kWidth * batch_done /
+                                          std::max<int64_t>(1, batches_));
+      std::fprintf(
+          stderr,
+          "\repoch %lld/%lld [%s%s] %lld/%lld loss %.4f %.0f ex/s "
+          "ETA %s \x1b[K",
+          static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
+          std::string(filled, '#').c_str(),
+          std::string(kWidth - filled, '.').c_str(),
+          static_cast<long long>(batch_done), static_cast<long long>(batches_),
+          mean_loss, per_second, FormatDuration(eta).c_str());
+    } else {
+      std::fprintf(
+          stderr, "epoch %lld/%lld step %lld/%lld loss %.4f %.0f ex/s ETA %s\n",
+          static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
+          static_cast<long long>(batch_done), static_cast<long long>(batches_),
+          mean_loss, per_second, FormatDuration(eta).c_str());
+    }
+    std::fflush(stderr);
+  }
+
+  // Ends the bar's line before anything else is printed.
+  void Break() {
+    if (bar_ && !quiet_) std::fprintf(stderr, "\n");
+  }
+
+  double EpochSeconds() const { return Seconds(Clock::now() - start_); }
+  int64_t EpochExamples() const { return examples_; }
+
+ private:
+  bool bar_ = false;
+  bool quiet_ = false;
+  int64_t epochs_;
+  int64_t epoch_ = 0;
+  int64_t batches_ = 0;
+  int64_t first_batch_ = 0;
+  int64_t examples_ = 0;
+  Clock::time_point start_;
+  Clock::time_point last_print_;
+};
+
+// ---------------------------------------------------------------------------
+// metrics.jsonl: one JSON object per validation.
+
+std::string MetricsPath(const std::string& run_dir) {
+  return run_dir + "/metrics.jsonl";
+}
+
+// A resumed run repeats what came after its checkpoint: drop those lines so
+// every step appears once. Rewritten via a temporary and a rename.
+absl::Status TruncateMetricsAfter(const std::string& run_dir, int64_t step) {
+  const std::string path = MetricsPath(run_dir);
+  std::ifstream in(path);
+  if (!in) return absl::OkStatus();
+  std::string kept;
+  std::string line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (!record.is_discarded() && record.contains("step") &&
+        record["step"].is_number_integer() &&
+        record["step"].get<int64_t>() > step) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (!dropped) return absl::OkStatus();
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << kept;
+    if (!out.flush()) {
+      return absl::InternalError(absl::StrCat("cannot write ", temporary));
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot replace ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AppendMetrics(const std::string& run_dir,
+                           const nlohmann::json& record) {
+  const std::string path = MetricsPath(run_dir);
+  std::FILE* file = std::fopen(path.c_str(), "a");
+  if (file == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open ", path));
+  }
+  const std::string line = record.dump() + "\n";
+  const bool ok =
+      std::fwrite(line.data(), 1, line.size(), file) == line.size() &&
+      std::fflush(file) == 0;
+  std::fclose(file);
+  if (!ok) return absl::InternalError(absl::StrCat("cannot append to ", path));
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Setup.
+
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  if (name == "cuda" || absl::StartsWith(name, "cuda:")) {
+    int index = 0;
+    if (name != "cuda" && !absl::SimpleAtoi(name.substr(5), &index)) {
+      return UsageError(absl::StrCat("--device=", name, ": bad CUDA index"));
+    }
+    if (!torch::cuda::is_available()) {
+      return UsageError(absl::StrCat(
+          "--device=", name,
+          ": CUDA is not available (no GPU, or LibTorch built without CUDA)"));
+    }
+    if (index < 0 ||
+        static_cast<size_t>(index) >= torch::cuda::device_count()) {
+      return UsageError(absl::StrCat("--device=", name, ": only ",
+                                     torch::cuda::device_count(),
+                                     " CUDA device(s)"));
+    }
+    return torch::Device(torch::kCUDA, static_cast<int8_t>(index));
+  }
+  return UsageError(
+      absl::StrCat("--device=", name, ": expected auto, cpu, cuda or cuda:N"));
+}
+
+void ConfigureThreads(int threads) {
+  if (threads <= 0) return;
+  at::set_num_threads(threads);
+  // May be set once per process (pytorch #87960); later calls throw.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    try {
+      at::set_num_interop_threads(1);
+    } catch (const c10::Error&) {
+    }
+  });
+}
+
+void ConfigureDeterminism(bool deterministic) {
+  if (!deterministic) return;
+  // cuBLAS needs a fixed workspace for reproducible reductions; it reads
+  // the variable when its handle is created, so set it before any CUDA work.
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::globalContext().setDeterministicCuDNN(true);
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
+    const TrainOptions& options, const std::vector<torch::Tensor>& parameters) {
+  if (options.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(
+        parameters, torch::optim::AdamWOptions(options.lr)
+                        .weight_decay(options.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      parameters, torch::optim::SGDOptions(options.lr)
+                      .momentum(options.momentum)
+                      .weight_decay(options.weight_decay));
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double rate) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
+}
+
+// ---------------------------------------------------------------------------
+// The run.
+
+class Run {
+ public:
+  Run(TrainOptions options, const std::atomic<int>* stop_signal)
+      : options_(std::move(options)), stop_signal_(stop_signal) {}
+
+  absl::StatusOr<TrainSummary> Execute();
+
+ private:
+  absl::Status Setup();
+  absl::Status LoadData();
+  absl::Status Resume(const CheckpointState& state);
+  absl::Status TrainEpoch(int64_t epoch, bool* stop);
+  absl::Status SaveCheckpoint(bool epoch_end, const Evaluation* validation,
+                              double train_loss, bool wait);
+  absl::Status TakeSaveError();
+  void EvaluateBest(TrainSummary* summary);
+  bool StopRequested() const {
+    return stop_signal_ != nullptr && stop_signal_->load() != 0;
+  }
+
+  TrainOptions options_;
+  const std::atomic<int>* stop_signal_;
+  torch::Device device_ = torch::kCPU;
+  std::string architecture_;
+  ArchitectureConfig architecture_config_;
+  std::map<std::string, std::string> architecture_map_;
+  std::unique_ptr<IdxDataset> train_file_;
+  Split train_;
+  Split validation_;
+  FashionMnistPaths paths_;
+  torch::jit::Module model_;
+  std::vector<torch::Tensor> parameters_;
+  NamedTensors named_parameters_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<LearningRateSchedule> schedule_;
+  std::unique_ptr<LossScaler> scaler_;
+  std::unique_ptr<checkpoint::CheckpointManager> manager_;
+  std::unique_ptr<checkpoint::AsyncCheckpointSaver> saver_;
+  std::mutex save_error_mutex_;
+  absl::Status save_error_;
+  std::string resumed_from_;
+
+  int64_t batches_per_epoch_ = 0;
+  int64_t epoch_ = 0;             // epochs completed
+  int64_t batches_consumed_ = 0;  // of the current epoch
+  int64_t global_step_ = 0;
+  int64_t examples_seen_ = 0;
+  double epoch_loss_sum_ = 0;
+  int64_t epoch_examples_ = 0;
+  int64_t last_saved_step_ = -1;
+  double checkpoint_seconds_ = 0;
+  double train_seconds_ = 0;
+  std::unique_ptr<ProgressReporter> progress_;
+};
+
+absl::Status Run::Setup() {
+  ConfigureThreads(options_.threads);
+  ConfigureDeterminism(options_.deterministic);
+  absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
+  if (!device.ok()) return device.status();
+  device_ = *device;
+  if (options_.amp && !device_.is_cuda()) {
+    return UsageError(
+        "--amp needs a CUDA device (autocast and loss scaling are CUDA-only "
+        "here)");
+  }
+
+  // Where to resume from, decided before anything is created.
+  std::string resume_path = options_.resume_from;
+  if (resume_path.empty() && options_.resume) {
+    absl::StatusOr<std::string> found =
+        checkpoint::FindResumeCheckpoint(options_.run_dir);
+    if (found.ok()) {
+      resume_path = *found;
+    } else if (absl::IsNotFound(found.status())) {
+      std::fprintf(stderr, "train: no checkpoint in %s: starting fresh\n",
+                   options_.run_dir.c_str());
+    } else {
+      return Annotate(found.status(), "looking for a checkpoint to resume");
+    }
+  }
+  std::unique_ptr<CheckpointState> resume_state;
+  if (!resume_path.empty()) {
+    checkpoint::LoadOptions load_options;
+    absl::StatusOr<CheckpointState> loaded =
+        checkpoint::LoadCheckpoint(resume_path, load_options);
+    if (!loaded.ok()) {
+      return Annotate(loaded.status(),
+                      absl::StrCat("resuming from ", resume_path));
+    }
+    resume_state = std::make_unique<CheckpointState>(*std::move(loaded));
+    if (absl::Status status =
+            ApplyRecordedOptions(resume_state->metadata, &options_);
+        !status.ok()) {
+      return Annotate(status, resume_path);
+    }
+    resumed_from_ = resume_path;
+  }
+
+  checkpoint::CheckpointManager::Options manager_options;
+  manager_options.monitor = options_.monitor;
+  manager_options.mode = options_.monitor == "val_acc" ? MonitoredMetric::MAX
+                                                       : MonitoredMetric::MIN;
+  manager_options.keep_last = options_.keep_last;
+  manager_options.keep_top_k = options_.keep_top_k;
+  absl::StatusOr<std::unique_ptr<checkpoint::CheckpointManager>> manager =
+      checkpoint::CheckpointManager::Open(options_.run_dir, manager_options);
+  if (!manager.ok()) {
+    return Annotate(manager.status(),
+                    absl::StrCat("opening run directory ", options_.run_dir));
+  }
+  manager_ = *std::move(manager);
+  if (resume_state == nullptr && !manager_->List().empty()) {
+    return UsageError(absl::StrCat(
+        options_.run_dir,
+        " already holds checkpoints: pass --resume to continue that run, or "
+        "choose another --run_dir"));
+  }
+  saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>();
+
+  // The model.
+  if (resume_state != nullptr) {
+    architecture_ = resume_state->metadata.architecture();
+    absl::StatusOr<ArchitectureConfig> config = ArchitectureConfigFromMap(
+        {resume_state->metadata.architecture_config().begin(),
+         resume_state->metadata.architecture_config().end()});
+    if (!config.ok()) return Annotate(config.status(), resumed_from_);
+    architecture_config_ = *config;
+  } else {
+    architecture_ = options_.model;
+    architecture_config_ = DefaultArchitectureConfig();
+  }
+  architecture_map_ = ArchitectureConfigToMap(architecture_config_);
+  absl::StatusOr<torch::jit::Module> model =
+      BuildArchitecture(architecture_, architecture_config_, options_.seed);
+  if (!model.ok()) {
+    return resume_state != nullptr ? Annotate(model.status(), resumed_from_)
+                                   : model.status();
+  }
+  model_ = *std::move(model);
+
+  if (absl::Status status = LoadData(); !status.ok()) return status;
+  batches_per_epoch_ =
+      (train_.size() + options_.batch_size - 1) / options_.batch_size;
+
+  if (resume_state != nullptr) {
+    checkpoint::LoadIntoModuleOptions load_options;  // strict
+    absl::StatusOr<checkpoint::LoadReport> report =
+        checkpoint::LoadIntoModule(model_, resume_state->tensors, load_options);
+    if (!report.ok()) return Annotate(report.status(), resumed_from_);
+  }
+  model_.to(device_);
+  model_.train();
+  for (const auto& named : model_.named_parameters(/*recurse=*/true)) {
+    parameters_.push_back(named.value);
+    named_parameters_.emplace_back(named.name, named.value);
+  }
+  optimizer_ = MakeOptimizer(options_, parameters_);
+
+  absl::StatusOr<LearningRateSchedule> schedule = LearningRateSchedule::Create(
+      options_.lr_schedule, options_.lr, options_.epochs * batches_per_epoch_);
+  if (!schedule.ok()) return schedule.status();
+  schedule_ = std::make_unique<LearningRateSchedule>(*std::move(schedule));
+  checkpoint::proto::LossScalerState scaler_state;
+  if (options_.amp) scaler_state = LossScaler::DefaultState();
+  scaler_ = std::make_unique<LossScaler>(scaler_state);
+
+  if (resume_state != nullptr) {
+    if (absl::Status status = Resume(*resume_state); !status.ok()) {
+      return Annotate(status, absl::StrCat("resuming from ", resumed_from_));
+    }
+  } else {
+    torch::manual_seed(options_.seed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::LoadData() {
+  std::string directory = options_.data_dir;
+  absl::StatusOr<FashionMnistPaths> paths = FindFashionMnistFiles(directory);
+  if (!paths.ok()) {
+    return UsageError(
+        absl::StrCat("dataset not found: ", paths.status().message()));
+  }
+  paths_ = *paths;
+  absl::StatusOr<IdxDataset> train = ReadDataset(
+      paths_.train_images, paths_.train_labels, architecture_config_);
+  if (!train.ok()) return train.status();
+  const int64_t total = train->images.count;
+  if (options_.validation_size >= total) {
+    return UsageError(
+        absl::StrCat("--validation_size=", options_.validation_size,
+                     " leaves no ", "training examples out of ", total));
+  }
+  const int64_t train_size = total - options_.validation_size;
+  const int64_t train_count =
+      options_.max_train_examples < 0
+          ? train_size
+          : std::min(train_size, options_.max_train_examples);
+  const int64_t validation_count =
+      options_.max_val_examples < 0
+          ? options_.validation_size
+          : std::min(options_.validation_size, options_.max_val_examples);
+  train_ = MakeSplit(*train, 0, train_count, architecture_config_);
+  validation_ =
+      MakeSplit(*train, train_size, validation_count, architecture_config_);
+  if (device_.is_cuda()) {
+    train_.images = train_.images.to(device_);
+    train_.labels = train_.labels.to(device_);
+  }
+  if (total != kTrainSplitSize) {
+    std::fprintf(stderr, "train: note: %s holds %lld images (not 60000)\n",
+                 paths_.train_images.c_str(), static_cast<long long>(total));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::Resume(const CheckpointState& state) {
+  const checkpoint::proto::TrainingState& training = state.training_state;
+  if (training.data_order().dataset_size() != train_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the checkpoint was trained on ", training.data_order().dataset_size(),
+        " examples per epoch, this run has ", train_.size(),
+        " (different --data_dir, --max_train_examples or --validation_size)"));
+  }
+  if (absl::Status status = checkpoint::RestoreOptimizerState(
+          training.optimizer(), state.tensors, named_parameters_,
+          optimizer_.get());
+      !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<LearningRateSchedule> schedule =
+      LearningRateSchedule::FromProto(training.scheduler());
+  if (!schedule.ok()) return schedule.status();
+  schedule_ = std::make_unique<LearningRateSchedule>(*std::move(schedule));
+  if (training.has_loss_scaler()) {
+    scaler_ = std::make_unique<LossScaler>(training.loss_scaler());
+  }
+  if (absl::Status status =
+          checkpoint::RestoreRngState(training.rng(), state.tensors);
+      !status.ok()) {
+    return status;
+  }
+  const checkpoint::proto::Progress& progress = state.metadata.progress();
+  epoch_ = training.data_order().epoch();
+  batches_consumed_ = training.data_order().batches_consumed();
+  global_step_ = progress.global_step();
+  examples_seen_ = progress.examples_seen();
+  if (batches_consumed_ > batches_per_epoch_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data order says ", batches_consumed_, " batches consumed of an epoch ",
+        "of ", batches_per_epoch_));
+  }
+  auto user = [&](const char* key, double* out) {
+    auto it = state.metadata.user().find(absl::StrCat(kUserPrefix, key));
+    if (it != state.metadata.user().end()) absl::SimpleAtod(it->second, out);
+  };
+  double epoch_examples = 0;
+  user("epoch_loss_sum", &epoch_loss_sum_);
+  user("epoch_examples", &epoch_examples);
+  epoch_examples_ = static_cast<int64_t>(epoch_examples);
+  last_saved_step_ = global_step_;
+  std::fprintf(stderr,
+               "train: resumed from %s at epoch %lld, batch %lld/%lld, "
+               "step %lld\n",
+               resumed_from_.c_str(), static_cast<long long>(epoch_ + 1),
+               static_cast<long long>(batches_consumed_),
+               static_cast<long long>(batches_per_epoch_),
+               static_cast<long long>(global_step_));
+  return TruncateMetricsAfter(options_.run_dir, global_step_);
+}
+
+absl::Status Run::TakeSaveError() {
+  std::lock_guard<std::mutex> lock(save_error_mutex_);
+  absl::Status status = save_error_;
+  save_error_ = absl::OkStatus();
+  return status;
+}
+
+absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
+                                 double train_loss, bool wait) {
+  const Clock::time_point start = Clock::now();
+  CheckpointState state;
+  state.tensors = named_parameters_;
+  Metadata& metadata = state.metadata;
+  metadata.mutable_producer()->set_tool("train");
+  metadata.set_architecture(architecture_);
+  for (const auto& [key, value] : architecture_map_) {
+    (*metadata.mutable_architecture_config())[key] = value;
+  }
+  checkpoint::proto::Progress* progress = metadata.mutable_progress();
+  progress->set_epoch(epoch_);
+  progress->set_global_step(global_step_);
+  progress->set_examples_seen(examples_seen_);
+  progress->set_step_in_epoch(batches_consumed_);
+  MonitoredMetric* monitored = metadata.mutable_monitored();
+  monitored->set_name(options_.monitor);
+  monitored->set_mode(options_.monitor == "val_acc" ? MonitoredMetric::MAX
+                                                    : MonitoredMetric::MIN);
+  monitored->set_value(std::numeric_limits<double>::quiet_NaN());
+  if (epoch_end && validation != nullptr) {
+    (*metadata.mutable_metrics())["train_loss"] = train_loss;
+    (*metadata.mutable_metrics())["val_loss"] = validation->loss;
+    (*metadata.mutable_metrics())["val_acc"] = validation->accuracy;
+    monitored->set_value(options_.monitor == "val_acc" ? validation->accuracy
+                                                       : validation->loss);
+  }
+  RecordOptions(options_, &metadata);
+  (*metadata.mutable_user())[absl::StrCat(kUserPrefix, "epoch_loss_sum")] =
+      ExactDouble(epoch_loss_sum_);
+  (*metadata.mutable_user())[absl::StrCat(kUserPrefix, "epoch_examples")] =
+      absl::StrCat(epoch_examples_);
+
+  checkpoint::proto::TrainingState& training = state.training_state;
+  if (absl::Status status = checkpoint::CaptureOptimizerState(
+          *optimizer_, named_parameters_, training.mutable_optimizer(),
+          &state.tensors);
+      !status.ok()) {
+    return Annotate(status, "capturing the optimizer state");
+  }
+  *training.mutable_scheduler() = schedule_->ToProto(global_step_);
+  *training.mutable_loss_scaler() = scaler_->state();
+  if (absl::Status status =
+          checkpoint::CaptureRngState(training.mutable_rng(), &state.tensors);
+      !status.ok()) {
+    return Annotate(status, "capturing the RNG state");
+  }
+  training.mutable_rng()->set_seed(options_.seed);
+  checkpoint::proto::DataOrderState* order = training.mutable_data_order();
+  order->set_seed(options_.seed);
+  order->set_epoch(epoch_);
+  order->set_batches_consumed(batches_consumed_);
+  order->set_dataset_size(train_.size());
+
+  absl::StatusOr<std::string> path = manager_->PathForNew(metadata);
+  if (!path.ok()) return Annotate(path.status(), "naming a checkpoint");
+  checkpoint::CheckpointManager* manager = manager_.get();
+  const std::string committed_path = *path;
+  absl::Status status = saver_->SaveAsync(
+      committed_path, state,
+      [this, manager, committed_path](const absl::Status& saved) {
+        absl::Status result =
+            saved.ok() ? manager->OnCommitted(committed_path) : saved;
+        if (!result.ok()) {
+          std::lock_guard<std::mutex> lock(save_error_mutex_);
+          if (save_error_.ok()) save_error_ = result;
+        }
+      });
+  if (status.ok() && wait) status = saver_->Wait();
+  if (status.ok()) status = TakeSaveError();
+  last_saved_step_ = global_step_;
+  checkpoint_seconds_ += Seconds(Clock::now() - start);
+  if (!status.ok()) return Annotate(status, "saving a checkpoint");
+  return absl::OkStatus();
+}
+
+absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
+  const std::vector<int64_t> order =
+      EpochPermutation(options_.seed, epoch, train_.size());
+  torch::Tensor order_tensor =
+      torch::tensor(order, torch::TensorOptions().dtype(torch::kInt64))
+          .to(train_.images.device());
+  progress_->StartEpoch(epoch, batches_per_epoch_, batches_consumed_);
+  const Clock::time_point start = Clock::now();
+  while (batches_consumed_ < batches_per_epoch_) {
+    const int64_t begin = batches_consumed_ * options_.batch_size;
+    const int64_t end = std::min(train_.size(), begin + options_.batch_size);
+    torch::Tensor indices = order_tensor.slice(0, begin, end);
+    torch::Tensor images = train_.images.index_select(0, indices).to(device_);
+    torch::Tensor labels = train_.labels.index_select(0, indices).to(device_);
+    SetLearningRate(*optimizer_, schedule_->RateAt(global_step_));
+    optimizer_->zero_grad();
+    torch::Tensor logits;
+    if (options_.amp) {
+      at::autocast::set_enabled(true);
+      logits = model_.forward({images}).toTensor();
+      at::autocast::clear_cache();
+      at::autocast::set_enabled(false);
+      logits = logits.to(torch::kFloat);
+    } else {
+      logits = model_.forward({images}).toTensor();
+    }
+    torch::Tensor loss = at::cross_entropy_loss(logits, labels);
+    scaler_->Scale(loss).backward();
+    if (scaler_->UnscaleAndCheck(parameters_)) optimizer_->step();
+    scaler_->Update();
+
+    const int64_t batch = end - begin;
+    const double loss_value = loss.item<double>();
+    epoch_loss_sum_ += loss_value * batch;
+    epoch_examples_ += batch;
+    examples_seen_ += batch;
+    ++batches_consumed_;
+    ++global_step_;
+    progress_->Update(batches_consumed_, batch,
+                      epoch_loss_sum_ / std::max<int64_t>(1, epoch_examples_));
+
+    if (!std::isfinite(loss_value) && !options_.amp) {
+      progress_->Break();
+      return absl::FailedPreconditionError(
+          absl::StrCat("loss is ", loss_value, " at step ", global_step_,
+                       ": training diverged (lower --lr?)"));
+    }
+    const bool at_max_steps =
+        options_.max_steps > 0 && global_step_ >= options_.max_steps;
+    if (StopRequested() || at_max_steps) {
+      *stop = true;
+      break;
+    }
+    if (options_.save_every_steps > 0 &&
+        global_step_ % options_.save_every_steps == 0 &&
+        batches_consumed_ < batches_per_epoch_) {
+      if (absl::Status status = SaveCheckpoint(false, nullptr, 0, false);
+          !status.ok()) {
+        progress_->Break();
+        return status;
+      }
+    }
+  }
+  train_seconds_ += Seconds(Clock::now() - start);
+  return absl::OkStatus();
+}
+
+void Run::EvaluateBest(TrainSummary* summary) {
+  summary->test_accuracy = std::numeric_limits<double>::quiet_NaN();
+  summary->test_loss = std::numeric_limits<double>::quiet_NaN();
+  if (summary->best_path.empty()) return;
+  absl::StatusOr<CheckpointState> best =
+      checkpoint::LoadCheckpoint(summary->best_path);
+  if (!best.ok()) {
+    std::fprintf(stderr, "train: warning: cannot load best checkpoint: %s\n",
+                 std::string(best.status().message()).c_str());
+    return;
+  }
+  summary->best_epoch = best->metadata.progress().epoch();
+  summary->best_metric = best->metadata.monitored().value();
+  if (options_.skip_test) return;
+  absl::StatusOr<ArchitectureConfig> config =
+      ArchitectureConfigFromMap({best->metadata.architecture_config().begin(),
+                                 best->metadata.architecture_config().end()});
+  absl::StatusOr<torch::jit::Module> model =
+      config.ok() ? BuildArchitecture(best->metadata.architecture(), *config, 0)
+                  : absl::StatusOr<torch::jit::Module>(config.status());
+  if (model.ok()) {
+    absl::StatusOr<checkpoint::LoadReport> report =
+        checkpoint::LoadIntoModule(*model, best->tensors, {});
+    if (!report.ok()) model = report.status();
+  }
+  if (!model.ok()) {
+    std::fprintf(stderr, "train: warning: cannot rebuild best model: %s\n",
+                 std::string(model.status().message()).c_str());
+    return;
+  }
+  absl::StatusOr<IdxDataset> test =
+      ReadDataset(paths_.test_images, paths_.test_labels, *config);
+  if (!test.ok()) {
+    std::fprintf(stderr, "train: warning: cannot read the test set: %s\n",
+                 std::string(test.status().message()).c_str());
+    return;
+  }
+  const int64_t count =
+      options_.max_test_examples < 0
+          ? test->images.count
+          : std::min(test->images.count, options_.max_test_examples);
+  Split split = MakeSplit(*test, 0, count, *config);
+  model->to(device_);
+  Evaluation evaluation = Evaluate(*model, split, device_);
+  summary->test_accuracy = evaluation.accuracy;
+  summary->test_loss = evaluation.loss;
+  std::printf(
+      "test: accuracy %.4f loss %.4f on %lld images (best checkpoint)\n",
+      evaluation.accuracy, evaluation.loss, static_cast<long long>(count));
+}
+
+absl::StatusOr<TrainSummary> Run::Execute() {
+  if (absl::Status status = Setup(); !status.ok()) return status;
+  progress_ =
+      std::make_unique<ProgressReporter>(options_.progress, options_.epochs);
+  std::fprintf(stderr,
+               "train: %s on %s, %lld training / %lld validation examples, "
+               "%lld batches of %lld per epoch, %s lr %g (%s), run dir %s\n",
+               architecture_.c_str(), device_.str().c_str(),
+               static_cast<long long>(train_.size()),
+               static_cast<long long>(validation_.size()),
+               static_cast<long long>(batches_per_epoch_),
+               static_cast<long long>(options_.batch_size),
+               options_.optimizer.c_str(), schedule_->base_rate(),
+               schedule_->type().c_str(), options_.run_dir.c_str());
+  TrainSummary summary;
+  summary.monitor = options_.monitor;
+  const Clock::time_point run_start = Clock::now();
+  bool stop = false;
+  while (epoch_ < options_.epochs && !stop) {
+    if (absl::Status status = TrainEpoch(epoch_, &stop); !status.ok()) {
+      return status;
+    }
+    if (stop) break;
+    const double train_loss =
+        epoch_loss_sum_ / std::max<int64_t>(1, epoch_examples_);
+    const double epoch_seconds = progress_->EpochSeconds();
+    const int64_t epoch_examples = progress_->EpochExamples();
+    progress_->Break();
+    Evaluation validation = Evaluate(model_, validation_, device_);
+    ++epoch_;
+    batches_consumed_ = 0;
+    epoch_loss_sum_ = 0;
+    epoch_examples_ = 0;
+    std::fprintf(stderr,
+                 "epoch %lld/%lld: train_loss %.4f val_loss %.4f val_acc "
+                 "%.4f lr %.4g (%.1f s, %.0f ex/s)\n",
+                 static_cast<long long>(epoch_),
+                 static_cast<long long>(options_.epochs), train_loss,
+                 validation.loss, validation.accuracy,
+                 schedule_->RateAt(global_step_), epoch_seconds,
+                 epoch_seconds > 0 ? epoch_examples / epoch_seconds : 0.0);
+    nlohmann::json record = {
+        {"epoch", epoch_},
+        {"step", global_step_},
+        {"examples_seen", examples_seen_},
+        {"train_loss", train_loss},
+        {"val_loss", validation.loss},
+        {"val_acc", validation.accuracy},
+        {"lr", schedule_->RateAt(global_step_)},
+        {"epoch_seconds", epoch_seconds},
+        {"wall_seconds", Seconds(Clock::now() - run_start)},
+    };
+    if (absl::Status status = AppendMetrics(options_.run_dir, record);
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status =
+            SaveCheckpoint(true, &validation, train_loss, /*wait=*/false);
+        !status.ok()) {
+      return status;
+    }
+    if (StopRequested()) stop = true;
+  }
+  progress_->Break();
+  if (stop && last_saved_step_ != global_step_) {
+    if (absl::Status status = SaveCheckpoint(false, nullptr, 0, true);
+        !status.ok()) {
+      return status;
+    }
+  }
+  {
+    const Clock::time_point start = Clock::now();
+    absl::Status status = saver_->Wait();
+    if (status.ok()) status = TakeSaveError();
+    checkpoint_seconds_ += Seconds(Clock::now() - start);
+    if (!status.ok()) return Annotate(status, "saving a checkpoint");
+  }
+  summary.epochs_completed = epoch_;
+  summary.global_step = global_step_;
+  summary.best_path = manager_->BestPath();
+  summary.last_path = manager_->LastPath();
+  summary.stop_signal = stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  summary.stopped_at_max_steps =
+      stop && summary.stop_signal == 0 && options_.max_steps > 0;
+  summary.checkpoint_seconds = checkpoint_seconds_;
+  summary.train_seconds = train_seconds_;
+
+  if (stop) {
+    std::fprintf(
+        stderr,
+        "train: %s after step %lld (epoch %lld, batch %lld/%lld); "
+        "saved %s\n"
+        "train: resume with: train --run_dir=%s --resume\n",
+        summary.stop_signal != 0
+            ? absl::StrCat("stopped by signal ", summary.stop_signal).c_str()
+            : "stopped at --max_steps",
+        static_cast<long long>(global_step_),
+        static_cast<long long>(epoch_ + 1),
+        static_cast<long long>(batches_consumed_),
+        static_cast<long long>(batches_per_epoch_), summary.last_path.c_str(),
+        options_.run_dir.c_str());
+    return summary;
+  }
+  EvaluateBest(&summary);
+  if (!summary.best_path.empty()) {
+    std::printf("best: epoch %lld, %s %.4f: %s\n",
+                static_cast<long long>(summary.best_epoch),
+                summary.monitor.c_str(), summary.best_metric,
+                summary.best_path.c_str());
+  }
+  std::printf("last: %s\n", summary.last_path.c_str());
+  std::printf(
+      "checkpointing: %.3f s of %.1f s training (%.2f%%)\n",
+      checkpoint_seconds_, train_seconds_,
+      train_seconds_ > 0 ? 100.0 * checkpoint_seconds_ / train_seconds_ : 0.0);
+  std::fflush(stdout);
+  return summary;
+}
+
+}  // namespace
+
+absl::Status ValidateOptions(const TrainOptions& options) {
+  if (options.run_dir.empty()) return UsageError("--run_dir is required");
+  if (options.epochs < 1) return UsageError("--epochs must be >= 1");
+  if (options.model != "cnn" && options.model != "mlp") {
+    return UsageError(
+        absl::StrCat("--model=", options.model, ": expected mlp or cnn"));
+  }
+  if (options.optimizer != "sgd" && options.optimizer != "adamw") {
+    return UsageError(absl::StrCat("--optimizer=", options.optimizer,
+                                   ": expected sgd or adamw"));
+  }
+  if (options.lr_schedule != "none" && options.lr_schedule != "step" &&
+      options.lr_schedule != "cosine") {
+    return UsageError(absl::StrCat("--lr_schedule=", options.lr_schedule,
+                                   ": expected step, cosine or none"));
+  }
+  if (!std::isfinite(options.lr) || options.lr < 0) {
+    return UsageError("--lr must be a finite number > 0");
+  }
+  if (!(options.momentum >= 0 && options.momentum < 1)) {
+    return UsageError("--momentum must be in [0, 1)");
+  }
+  if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
+    return UsageError("--weight_decay must be >= 0");
+  }
+  if (options.batch_size < 1 || options.batch_size > 65536) {
+    return UsageError("--batch_size must be in [1, 65536]");
+  }
+  if (options.threads < 0) return UsageError("--threads must be >= 0");
+  if (options.validation_size < 1) {
+    return UsageError("--validation_size must be >= 1");
+  }
+  if (options.max_train_examples == 0 || options.max_val_examples == 0) {
+    return UsageError("--max_train_examples/--max_val_examples must not be 0");
+  }
+  if (options.monitor != "val_loss" && options.monitor != "val_acc") {
+    return UsageError(absl::StrCat("--monitor=", options.monitor,
+                                   ": expected val_loss or val_acc"));
+  }
+  if (options.save_every_steps < 0) {
+    return UsageError("--save_every_steps must be >= 0");
+  }
+  if (options.keep_last < -1 || options.keep_top_k < -1) {
+    return UsageError("--keep_last/--keep_top_k must be >= -1");
+  }
+  if (options.progress != "auto" && options.progress != "bar" &&
+      options.progress != "lines" && options.progress != "none") {
+    return UsageError(absl::StrCat("--progress=", options.progress,
+                                   ": expected auto, bar, lines or none"));
+  }
+  if (options.data_dir.empty()) return UsageError("--data_dir is empty");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainSummary> Train(const TrainOptions& given,
+                                   const std::atomic<int>* stop_signal) {
+  TrainOptions options = given;
+  if (options.lr <= 0) options.lr = options.optimizer == "adamw" ? 1e-3 : 0.05;
+  if (absl::Status status = ValidateOptions(options); !status.ok()) {
+    return status;
+  }
+  try {
+    Run run(std::move(options), stop_signal);
+    return run.Execute();
+  } catch (const c10::Error& error) {
+    return absl::InternalError(
+        absl::StrCat("LibTorch: ", error.what_without_backtrace()));
+  } catch (const std::exception& error) {
+    return absl::InternalError(error.what());
+  }
+}
+
+}  // namespace trainer

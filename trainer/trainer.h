@@ -1,0 +1,112 @@
+// The Fashion-MNIST training loop behind `train`, as a library: flag-free,
+// so tests and tools can run it in-process. Torch-free header.
+//
+// A run trains one architecture from trainer/architectures.h on the first
+// 55,000 training images (the last `validation_size` are the validation
+// set), validates after every epoch, and saves through the checkpoint
+// runtime into a run directory managed by checkpoint::CheckpointManager:
+//   - after every epoch's validation a checkpoint that becomes `last`, and
+//     `best` when the monitored metric improves;
+//   - every `save_every_steps` optimizer steps a mid-epoch checkpoint;
+//   - on a stop request (SIGINT/SIGTERM via `stop_signal`) or at
+//     `max_steps`, a checkpoint after the current step, waited for.
+// Every checkpoint holds the model, the optimizer (by parameter name), the
+// schedule, the loss scaler, the RNG states and the data order (seed, epoch,
+// batches consumed), so a resumed run continues at the exact batch: on CPU
+// with a fixed thread count its final parameters are bitwise those of an
+// uninterrupted run.
+//
+// Example:
+//   TrainOptions options;
+//   options.run_dir = "/tmp/run";
+//   options.epochs = 2;
+//   absl::StatusOr<TrainSummary> summary = Train(options, nullptr);
+#ifndef TRAINER_TRAINER_H_
+#define TRAINER_TRAINER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace trainer {
+
+struct TrainOptions {
+  std::string run_dir;
+  int64_t epochs = 10;
+  std::string model = "cnn";
+  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N".
+  std::string device = "auto";
+  bool amp = false;  // CUDA only.
+  bool deterministic = false;
+  std::string optimizer = "sgd";  // "sgd" or "adamw"
+  // <= 0: 0.05 for sgd, 0.001 for adamw.
+  double lr = 0;
+  double momentum = 0.9;  // sgd only
+  double weight_decay = 5e-4;
+  int64_t batch_size = 128;
+  std::string lr_schedule = "cosine";  // "none", "step", "cosine"
+  uint64_t seed = 1;
+  // Intra-op threads; 0 leaves LibTorch's default.
+  int threads = 0;
+  // Directory with the four Fashion-MNIST IDX files (gzipped or not).
+  std::string data_dir;
+  // < 0: all. Subsets take the first examples of each split.
+  int64_t max_train_examples = -1;
+  int64_t max_val_examples = -1;
+  int64_t max_test_examples = -1;
+  int64_t validation_size = 5000;
+  std::string monitor = "val_loss";  // or "val_acc" (mode follows)
+  int64_t save_every_steps = 0;      // 0: only at epoch ends
+  int keep_last = -1;                // -1: keep all
+  int keep_top_k = -1;
+  // Resume from RUN_DIR's newest valid checkpoint (fresh start if none).
+  bool resume = false;
+  // Resume from this checkpoint (new checkpoints still go to run_dir).
+  std::string resume_from;
+  std::string progress = "auto";  // "auto", "bar", "lines", "none"
+  // Stop (saving a checkpoint) once the global step reaches this; <= 0: no
+  // limit. For tests and time-boxed jobs.
+  int64_t max_steps = 0;
+  // Skip evaluating the best checkpoint on the test set at the end.
+  bool skip_test = false;
+};
+
+struct TrainSummary {
+  int64_t epochs_completed = 0;
+  int64_t global_step = 0;
+  std::string best_path;
+  std::string last_path;
+  int64_t best_epoch = 0;
+  std::string monitor;
+  double best_metric = 0;
+  // NaN when not evaluated.
+  double test_accuracy = 0;
+  double test_loss = 0;
+  // Why the run stopped before its last epoch: 0, or the signal number.
+  int stop_signal = 0;
+  bool stopped_at_max_steps = false;
+  // Time the training loop was blocked by checkpointing (snapshots, waits)
+  // and time spent in training steps, both in this process.
+  double checkpoint_seconds = 0;
+  double train_seconds = 0;
+};
+
+// Checks option values that do not need torch or the filesystem.
+// kInvalidArgument naming the flag.
+absl::Status ValidateOptions(const TrainOptions& options);
+
+// Runs (or resumes) training. `stop_signal`, when not null, is polled after
+// every step: a non-zero value is the signal that asked to stop.
+// Usage errors (bad option, missing dataset, unavailable device, run
+// directory holding another run) are kInvalidArgument; everything else
+// keeps its code.
+absl::StatusOr<TrainSummary> Train(const TrainOptions& options,
+                                   const std::atomic<int>* stop_signal);
+
+}  // namespace trainer
+
+#endif  // TRAINER_TRAINER_H_
