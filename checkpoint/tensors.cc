@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -102,6 +104,30 @@ void FillMetadata(proto::Metadata* metadata) {
   }
 }
 
+int ThreadCount(int requested) {
+  if (requested > 0) return requested;
+  const int hardware = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(hardware, 1, 8);
+}
+
+// Runs body(i) for every i in [0, count) on up to `threads` threads, the
+// caller's included. `body` must not throw.
+void ParallelFor(size_t count, int threads,
+                 const std::function<void(size_t)>& body) {
+  const size_t workers =
+      std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), count);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+      body(i);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < workers; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& thread : pool) thread.join();
+}
+
 absl::Status SaveCheckpointOrThrow(const std::string& path,
                                    const CheckpointState& state,
                                    WriterOptions options) {
@@ -182,46 +208,67 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
   state.tensors.reserve(manifest.tensors_size());
   std::shared_ptr<const void> mapping;
   if (options.use_mmap) mapping = (*reader)->mapping_owner();
-  std::vector<int64_t> shape;
-  for (const proto::TensorEntry& entry : manifest.tensors()) {
+  const int count = manifest.tensors_size();
+  std::vector<torch::Tensor> cpu(count);
+  std::vector<absl::Status> errors(count);
+  // Phase 1, in parallel: read (or map) and verify every tensor on CPU.
+  ParallelFor(count, ThreadCount(options.num_threads), [&](size_t i) {
+    const proto::TensorEntry& entry = manifest.tensors(static_cast<int>(i));
     const std::string context = absl::StrCat("tensor '", entry.name(), "'");
-    // The reader validated dtypes already; this guards against a reader
-    // newer than this mapping.
-    std::optional<torch::Dtype> saved_dtype = FromProtoDType(entry.dtype());
-    if (!saved_dtype) {
-      return absl::DataLossError(
-          absl::StrCat(context, ": unsupported dtype ", entry.dtype()));
+    try {
+      // The reader validated dtypes already; this guards against a reader
+      // newer than this mapping.
+      std::optional<torch::Dtype> dtype = FromProtoDType(entry.dtype());
+      if (!dtype) {
+        errors[i] = absl::DataLossError(
+            absl::StrCat(context, ": unsupported dtype ", entry.dtype()));
+        return;
+      }
+      std::vector<int64_t> shape(entry.shape().begin(), entry.shape().end());
+      const auto cpu_options = torch::TensorOptions().dtype(*dtype);
+      if (options.use_mmap && entry.size_bytes() > 0) {
+        absl::StatusOr<absl::Span<const char>> view =
+            (*reader)->MappedTensor(entry);
+        if (!view.ok()) {
+          errors[i] = Annotate(view.status(), context);
+          return;
+        }
+        // The deleter holds the mapping: the view outlives the reader.
+        cpu[i] = torch::from_blob(
+            const_cast<char*>(view->data()), shape, [mapping](void*) {},
+            cpu_options);
+      } else {
+        cpu[i] = torch::empty(shape, cpu_options);
+        errors[i] = Annotate(
+            (*reader)->ReadTensor(
+                entry, absl::Span<char>(static_cast<char*>(cpu[i].data_ptr()),
+                                        cpu[i].nbytes())),
+            context);
+      }
+    } catch (const std::exception& error) {
+      errors[i] = FromException(context, error);
     }
-    shape.assign(entry.shape().begin(), entry.shape().end());
-    const auto cpu_options = torch::TensorOptions().dtype(*saved_dtype);
-    torch::Tensor cpu;
-    if (options.use_mmap && entry.size_bytes() > 0) {
-      absl::StatusOr<absl::Span<const char>> view =
-          (*reader)->MappedTensor(entry);
-      if (!view.ok()) return Annotate(view.status(), context);
-      // The deleter holds the mapping: the view outlives the reader safely.
-      cpu = torch::from_blob(
-          const_cast<char*>(view->data()), shape, [mapping](void*) {},
-          cpu_options);
-    } else {
-      cpu = torch::empty(shape, cpu_options);
-      absl::Status read = (*reader)->ReadTensor(
-          entry,
-          absl::Span<char>(static_cast<char*>(cpu.data_ptr()), cpu.nbytes()));
-      if (!read.ok()) return Annotate(read, context);
-    }
-    torch::Dtype dtype = *saved_dtype;
+  });
+  // Phase 2, in order: the first error wins; then casts and device moves.
+  for (int i = 0; i < count; ++i) {
+    if (!errors[i].ok()) return errors[i];
+  }
+  for (int i = 0; i < count; ++i) {
+    const proto::TensorEntry& entry = manifest.tensors(i);
+    const torch::Dtype saved_dtype = cpu[i].scalar_type();
+    torch::Dtype dtype = saved_dtype;
     if (options.dtype && torch::isFloatingType(dtype) &&
         !IsTrainingStateName(entry.name())) {
       dtype = *options.dtype;
     }
-    if (options.device.is_cpu() && dtype == *saved_dtype) {
-      state.tensors.emplace_back(entry.name(), std::move(cpu));
+    if (options.device.is_cpu() && dtype == saved_dtype) {
+      state.tensors.emplace_back(entry.name(), std::move(cpu[i]));
     } else {
       // copy=true: never a view of the read-only mapping.
       state.tensors.emplace_back(
-          entry.name(), cpu.to(options.device, dtype, /*non_blocking=*/false,
-                               /*copy=*/true));
+          entry.name(), cpu[i].to(options.device, dtype,
+                                  /*non_blocking=*/false, /*copy=*/true));
+      cpu[i] = torch::Tensor();
     }
   }
   return state;
@@ -287,32 +334,60 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
   }
 }
 
-absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state) {
-  try {
-    torch::NoGradGuard no_grad;
-    CheckpointState snapshot;
-    snapshot.metadata = state.metadata;
-    snapshot.training_state = state.training_state;
-    snapshot.tensors.reserve(state.tensors.size());
-    for (const auto& [name, tensor] : state.tensors) {
-      if (!tensor.defined()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("snapshot of tensor '", name, "': undefined tensor"));
-      }
-      // empty + copy_: contiguous CPU memory whatever the source layout.
-      torch::Tensor copy = torch::empty(
-          tensor.sizes(), torch::TensorOptions().dtype(tensor.scalar_type()));
-      copy.copy_(tensor);
-      snapshot.tensors.emplace_back(name, std::move(copy));
+absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state,
+                                              NamedTensors* reusable) {
+  CheckpointState snapshot;
+  snapshot.metadata = state.metadata;
+  snapshot.training_state = state.training_state;
+  const size_t count = state.tensors.size();
+  std::vector<torch::Tensor> copies(count);
+  for (size_t i = 0; i < count; ++i) {
+    const torch::Tensor& tensor = state.tensors[i].second;
+    if (!tensor.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot of tensor '", state.tensors[i].first, "': undefined"));
     }
-    return snapshot;
-  } catch (const std::exception& error) {
-    return FromException("snapshot of checkpoint tensors", error);
+    if (reusable != nullptr && i < reusable->size()) {
+      torch::Tensor& candidate = (*reusable)[i].second;
+      if (candidate.defined() &&
+          candidate.scalar_type() == tensor.scalar_type() &&
+          candidate.sizes() == tensor.sizes() && candidate.is_contiguous() &&
+          candidate.use_count() == 1) {
+        copies[i] = std::move(candidate);
+      }
+    }
   }
+  if (reusable != nullptr) reusable->clear();
+  std::vector<absl::Status> errors(count);
+  ParallelFor(count, ThreadCount(0), [&](size_t i) {
+    try {
+      torch::NoGradGuard no_grad;
+      const torch::Tensor& tensor = state.tensors[i].second;
+      // empty + copy_: contiguous CPU memory whatever the source layout.
+      if (!copies[i].defined()) {
+        copies[i] = torch::empty(
+            tensor.sizes(), torch::TensorOptions().dtype(tensor.scalar_type()));
+      }
+      copies[i].copy_(tensor);
+    } catch (const std::exception& error) {
+      errors[i] = FromException(
+          absl::StrCat("snapshot of tensor '", state.tensors[i].first, "'"),
+          error);
+    }
+  });
+  for (const absl::Status& error : errors) {
+    if (!error.ok()) return error;
+  }
+  snapshot.tensors.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    snapshot.tensors.emplace_back(state.tensors[i].first, std::move(copies[i]));
+  }
+  return snapshot;
 }
 
-AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options)
-    : options_(options) {}
+AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options,
+                                           bool keep_staging_buffers)
+    : options_(options), keep_staging_buffers_(keep_staging_buffers) {}
 
 AsyncCheckpointSaver::~AsyncCheckpointSaver() {
   absl::Status unreported = JoinAndTakeError();
@@ -326,6 +401,10 @@ AsyncCheckpointSaver::~AsyncCheckpointSaver() {
 
 absl::Status AsyncCheckpointSaver::JoinAndTakeError() {
   if (worker_.joinable()) worker_.join();
+  if (in_flight_ != nullptr) {
+    staging_ = std::move(in_flight_->tensors);
+    in_flight_.reset();
+  }
   absl::Status error = std::move(pending_error_);
   pending_error_ = absl::OkStatus();
   return error;
@@ -341,17 +420,19 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
         absl::StrCat("the previous asynchronous save failed (this save to ",
                      path, " was not started): ", previous.message()));
   }
-  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state);
+  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state, &staging_);
   if (!snapshot.ok()) {
     return Annotate(snapshot.status(),
                     absl::StrCat("saving checkpoint ", path));
   }
   pending_path_ = path;
   auto owned = std::make_shared<CheckpointState>(std::move(*snapshot));
+  if (keep_staging_buffers_) in_flight_ = owned;
   worker_ = std::thread([this, path, owned = std::move(owned),
                          on_committed = std::move(on_committed)]() mutable {
     absl::Status status = SaveCheckpoint(path, *owned, options_);
-    owned.reset();  // Free the snapshot before reporting.
+    // Without in_flight_ this frees the snapshot before reporting.
+    owned.reset();
     if (on_committed) on_committed(status);
     pending_error_ = std::move(status);
   });

@@ -342,5 +342,42 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
+TEST(TensorsTest, SnapshotReusesMatchingStagingTensors) {
+  CheckpointState state;
+  state.tensors = {{"a", torch::ones({4, 4})}, {"b", torch::ones({3}).t()}};
+  NamedTensors staging = {{"old-a", torch::zeros({4, 4})},
+                          {"old-b", torch::zeros({5})}};
+  const void* reused_memory = staging[0].second.data_ptr();
+  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state, &staging);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_TRUE(staging.empty());
+  EXPECT_EQ(snapshot->tensors[0].first, "a");
+  EXPECT_EQ(snapshot->tensors[0].second.data_ptr(), reused_memory);
+  EXPECT_TRUE(torch::equal(snapshot->tensors[0].second, torch::ones({4, 4})));
+  EXPECT_TRUE(torch::equal(snapshot->tensors[1].second, torch::ones({3})));
+  // The copy is independent of the source.
+  state.tensors[0].second.fill_(5);
+  EXPECT_TRUE(torch::equal(snapshot->tensors[0].second, torch::ones({4, 4})));
+}
+
+TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
+  CheckpointState state;
+  for (int i = 0; i < 50; ++i) {
+    state.tensors.emplace_back("t" + std::to_string(i), torch::randn({i, 3}));
+  }
+  const std::string path = TempPath("threads");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  for (int threads : {1, 3, 16}) {
+    for (bool mmap : {false, true}) {
+      LoadOptions options;
+      options.num_threads = threads;
+      options.use_mmap = mmap;
+      absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, options);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      ExpectSameTensors(state.tensors, loaded->tensors);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace checkpoint
