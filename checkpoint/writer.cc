@@ -306,6 +306,13 @@ class CheckpointWriter::Impl {
       checksum = XXH3_64bits(copy, bytes.size());
       buffered_ += bytes.size();
     } else {
+      // The buffer starts at whatever file offset the last flush ended
+      // at, so the padding may not fit behind the buffered bytes.
+      if (buffered_ + padding > kWriteBufferSize) {
+        if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
+          return status;
+        }
+      }
       std::memset(buffer_.get() + buffered_, 0, padding);
       buffered_ += padding;
       checksum = XXH3_64bits(bytes.data(), bytes.size());

@@ -108,6 +108,88 @@ TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
   EXPECT_EQ(data.size(), 128u + (3 << 20) + 5);
 }
 
+// Small tensors that end exactly at the end of the write buffer, after a
+// flush at an unaligned file offset, followed by a large tensor whose
+// padding must not be written past the buffer (ASan checks this).
+TEST(WriterTest, PaddingAtTheBufferBoundaryBeforeALargeTensor) {
+  const std::string path = ScratchDir("boundary") + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  std::vector<std::vector<char>> tensors;
+  tensors.push_back(Bytes(1, 0));
+  for (int i = 1; i <= 7; ++i) tensors.push_back(Bytes((1 << 20) - 1, i));
+  tensors.push_back(Bytes(2 << 20, 8));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t size = static_cast<int64_t>(tensors[i].size());
+    ASSERT_TRUE((*writer)
+                    ->AddTensor("t" + std::to_string(i), proto::UINT8, {size},
+                                tensors[i])
+                    .ok());
+  }
+  ASSERT_TRUE((*writer)->Commit().ok());
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->VerifyAll().ok());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const proto::TensorEntry* entry =
+        (*reader)->FindTensor("t" + std::to_string(i));
+    std::vector<char> read(entry->size_bytes());
+    ASSERT_TRUE((*reader)->ReadTensor(*entry, absl::MakeSpan(read)).ok());
+    EXPECT_EQ(read, tensors[i]) << i;
+  }
+}
+
+// Many size mixes around the buffer and direct-write thresholds, so the
+// buffering logic meets every alignment of every boundary.
+TEST(WriterTest, RandomSizeSequencesRoundTrip) {
+  const std::string dir = ScratchDir("random_sizes");
+  uint32_t state = 12345;
+  auto next = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return state >> 8;
+  };
+  for (int round = 0; round < 4; ++round) {
+    const std::string path = dir + "/ckpt" + std::to_string(round);
+    WriterOptions options;
+    options.sync = false;
+    auto writer = CheckpointWriter::Create(path, options);
+    ASSERT_TRUE(writer.ok());
+    std::vector<std::vector<char>> tensors;
+    for (int i = 0; i < 24; ++i) {
+      size_t size = 0;
+      switch (next() % 4) {
+        case 0:
+          size = next() % 200;
+          break;
+        case 1:
+          size = (1 << 20) - 100 + next() % 200;
+          break;
+        case 2:
+          size = (next() % 4) << 20;
+          break;
+        default:
+          size = next() % (1 << 20);
+      }
+      tensors.push_back(Bytes(size, round * 100 + i));
+      ASSERT_TRUE((*writer)
+                      ->AddTensor("t" + std::to_string(i), proto::UINT8,
+                                  {static_cast<int64_t>(size)}, tensors.back())
+                      .ok());
+    }
+    ASSERT_TRUE((*writer)->Commit().ok());
+    auto reader = CheckpointReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE((*reader)->VerifyAll().ok()) << "round " << round;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const proto::TensorEntry* entry =
+          (*reader)->FindTensor("t" + std::to_string(i));
+      std::vector<char> read(entry->size_bytes());
+      ASSERT_TRUE((*reader)->ReadTensor(*entry, absl::MakeSpan(read)).ok());
+      ASSERT_EQ(read, tensors[i]) << "round " << round << " tensor " << i;
+    }
+  }
+}
+
 TEST(WriterTest, MetadataAndTrainingStateAreRecorded) {
   const std::string path = ScratchDir("metadata") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
