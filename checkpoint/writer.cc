@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/stubs/logging.h"
 
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
@@ -271,15 +273,20 @@ class CheckpointWriter::Impl {
           context(absl::StrCat("unsupported dtype ", static_cast<int>(dtype))));
     }
     uint64_t expected = element_size;
+    bool overflow = false;
     for (int64_t dim : shape) {
       if (dim < 0) {
         return absl::InvalidArgumentError(
             context(absl::StrCat("negative dimension ", dim)));
       }
-      if (__builtin_mul_overflow(expected, static_cast<uint64_t>(dim),
-                                 &expected)) {
-        return absl::InvalidArgumentError(context("shape overflows"));
-      }
+      overflow |= __builtin_mul_overflow(expected, static_cast<uint64_t>(dim),
+                                         &expected);
+    }
+    // Same rule as the reader: any zero dimension makes an empty tensor.
+    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) {
+      expected = 0;
+    } else if (overflow) {
+      return absl::InvalidArgumentError(context("shape overflows"));
     }
     if (expected != bytes.size()) {
       return absl::InvalidArgumentError(
@@ -388,9 +395,18 @@ class CheckpointWriter::Impl {
 
   absl::Status WriteManifest() {
     std::string serialized;
-    if (!manifest_.SerializeToString(&serialized)) {
-      return Fail(absl::InternalError(
-          absl::StrCat(final_path_, ": manifest does not serialize")));
+    {
+      // Serializing only logs invalid UTF-8 in string fields, but parsing
+      // refuses it: check here rather than commit an unreadable checkpoint.
+      google::protobuf::LogSilencer silence_protobuf_logging;
+      proto::Manifest parsed;
+      if (!manifest_.SerializeToString(&serialized) ||
+          !parsed.ParseFromString(serialized)) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            final_path_,
+            ": the manifest would not parse back (a tensor name, metadata "
+            "or training-state string is not valid UTF-8)")));
+      }
     }
     const std::string path = JoinPath(temporary_, kManifestFileName);
     int fd =

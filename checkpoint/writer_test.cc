@@ -230,6 +230,31 @@ TEST(WriterTest, RejectsBadTensorsWithoutBreakingTheWriter) {
   EXPECT_EQ((*reader)->manifest().tensors_size(), 1);
 }
 
+TEST(WriterTest, EmptyTensorWithHugeOtherDimsIsAccepted) {
+  const std::string path = ScratchDir("empty_huge") + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  const int64_t huge = int64_t{1} << 40;
+  ASSERT_TRUE(
+      (*writer)->AddTensor("e", proto::FLOAT64, {huge, huge, 0}, {}).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->FindTensor("e")->size_bytes(), 0u);
+}
+
+// The writer never commits a checkpoint its reader would refuse.
+TEST(WriterTest, InvalidUtf8IsRefusedAtCommit) {
+  const std::string dir = ScratchDir("utf8");
+  auto writer = CheckpointWriter::Create(dir + "/ckpt");
+  ASSERT_TRUE(writer.ok());
+  (*(*writer)->mutable_metadata()->mutable_user())["note"] = "\xff\xfe";
+  absl::Status status = (*writer)->Commit();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("UTF-8"));
+  EXPECT_TRUE(ListDir(dir).empty());
+}
+
 TEST(WriterTest, MissingParentDirectoryIsNotFound) {
   const std::string dir = ScratchDir("missing_parent");
   auto writer = CheckpointWriter::Create(dir + "/no/such/ckpt");
