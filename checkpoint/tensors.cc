@@ -1,10 +1,13 @@
 #include "checkpoint/tensors.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
@@ -334,54 +337,132 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
   }
 }
 
-absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state,
-                                              NamedTensors* reusable) {
+class StagingBuffer {
+ public:
+  static absl::StatusOr<std::shared_ptr<StagingBuffer>> Allocate(size_t bytes) {
+    bytes = std::max<size_t>(bytes, 1);
+    // MAP_POPULATE faults every page in one kernel call: far cheaper than
+    // one fault per 4 KiB page on first touch during the copy.
+    void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (data == MAP_FAILED) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("allocating ", bytes,
+                       " bytes of snapshot memory: ", std::strerror(errno)));
+    }
+    return std::shared_ptr<StagingBuffer>(
+        new StagingBuffer(static_cast<char*>(data), bytes));
+  }
+  ~StagingBuffer() { munmap(data_, size_); }
+  StagingBuffer(const StagingBuffer&) = delete;
+  StagingBuffer& operator=(const StagingBuffer&) = delete;
+
+  char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  StagingBuffer(char* data, size_t size) : data_(data), size_(size) {}
+  char* data_;
+  size_t size_;
+};
+
+namespace {
+
+// Copies `size` bytes as pieces of at most kPiece bytes spread over the
+// ParallelFor threads, so one large tensor uses every thread too.
+struct CopyPiece {
+  size_t tensor;
+  size_t offset;
+  size_t size;
+};
+constexpr size_t kCopyPieceBytes = size_t{4} << 20;
+
+}  // namespace
+
+absl::StatusOr<CheckpointState> SnapshotToCpu(
+    const CheckpointState& state, std::shared_ptr<StagingBuffer>* staging) {
   CheckpointState snapshot;
   snapshot.metadata = state.metadata;
   snapshot.training_state = state.training_state;
   const size_t count = state.tensors.size();
-  std::vector<torch::Tensor> copies(count);
+  std::vector<size_t> offsets(count);
+  size_t total = 0;
   for (size_t i = 0; i < count; ++i) {
     const torch::Tensor& tensor = state.tensors[i].second;
     if (!tensor.defined()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "snapshot of tensor '", state.tensors[i].first, "': undefined"));
     }
-    if (reusable != nullptr && i < reusable->size()) {
-      torch::Tensor& candidate = (*reusable)[i].second;
-      if (candidate.defined() &&
-          candidate.scalar_type() == tensor.scalar_type() &&
-          candidate.sizes() == tensor.sizes() && candidate.is_contiguous() &&
-          candidate.use_count() == 1) {
-        copies[i] = std::move(candidate);
-      }
+    if (tensor.layout() != torch::kStrided) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("snapshot of tensor '", state.tensors[i].first,
+                       "': only dense (strided) tensors are supported"));
     }
+    offsets[i] = total;
+    total += (tensor.nbytes() + kTensorAlignment - 1) / kTensorAlignment *
+             kTensorAlignment;
   }
-  if (reusable != nullptr) reusable->clear();
-  std::vector<absl::Status> errors(count);
-  ParallelFor(count, ThreadCount(0), [&](size_t i) {
-    try {
-      torch::NoGradGuard no_grad;
+  std::shared_ptr<StagingBuffer> buffer;
+  if (staging != nullptr && *staging != nullptr && staging->use_count() == 1 &&
+      (*staging)->size() >= total) {
+    buffer = *staging;
+  } else {
+    if (staging != nullptr) staging->reset();  // Free before allocating.
+    absl::StatusOr<std::shared_ptr<StagingBuffer>> allocated =
+        StagingBuffer::Allocate(total);
+    if (!allocated.ok()) return allocated.status();
+    buffer = std::move(*allocated);
+  }
+  try {
+    std::vector<torch::Tensor> copies(count);
+    std::vector<CopyPiece> pieces;
+    for (size_t i = 0; i < count; ++i) {
       const torch::Tensor& tensor = state.tensors[i].second;
-      // empty + copy_: contiguous CPU memory whatever the source layout.
-      if (!copies[i].defined()) {
-        copies[i] = torch::empty(
-            tensor.sizes(), torch::TensorOptions().dtype(tensor.scalar_type()));
+      // The deleter keeps the slab alive as long as any view of it.
+      copies[i] = torch::from_blob(
+          buffer->data() + offsets[i], tensor.sizes(), [buffer](void*) {},
+          torch::TensorOptions().dtype(tensor.scalar_type()));
+      if (tensor.device().is_cpu() && tensor.is_contiguous()) {
+        for (size_t done = 0; done < tensor.nbytes(); done += kCopyPieceBytes) {
+          pieces.push_back(
+              {i, done, std::min(kCopyPieceBytes, tensor.nbytes() - done)});
+        }
+      } else {
+        pieces.push_back({i, 0, 0});  // size 0: a LibTorch copy_.
       }
-      copies[i].copy_(tensor);
-    } catch (const std::exception& error) {
-      errors[i] = FromException(
-          absl::StrCat("snapshot of tensor '", state.tensors[i].first, "'"),
-          error);
     }
-  });
-  for (const absl::Status& error : errors) {
-    if (!error.ok()) return error;
+    std::vector<absl::Status> errors(pieces.size());
+    ParallelFor(pieces.size(), ThreadCount(0), [&](size_t p) {
+      const CopyPiece& piece = pieces[p];
+      const torch::Tensor& tensor = state.tensors[piece.tensor].second;
+      if (piece.size > 0) {
+        std::memcpy(buffer->data() + offsets[piece.tensor] + piece.offset,
+                    static_cast<const char*>(tensor.data_ptr()) + piece.offset,
+                    piece.size);
+        return;
+      }
+      try {
+        torch::NoGradGuard no_grad;
+        copies[piece.tensor].copy_(tensor);
+      } catch (const std::exception& error) {
+        errors[p] =
+            FromException(absl::StrCat("snapshot of tensor '",
+                                       state.tensors[piece.tensor].first, "'"),
+                          error);
+      }
+    });
+    for (const absl::Status& error : errors) {
+      if (!error.ok()) return error;
+    }
+    snapshot.tensors.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      snapshot.tensors.emplace_back(state.tensors[i].first,
+                                    std::move(copies[i]));
+    }
+  } catch (const std::exception& error) {
+    return FromException("snapshot of checkpoint tensors", error);
   }
-  snapshot.tensors.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    snapshot.tensors.emplace_back(state.tensors[i].first, std::move(copies[i]));
-  }
+  if (staging != nullptr) *staging = std::move(buffer);
   return snapshot;
 }
 
@@ -401,10 +482,6 @@ AsyncCheckpointSaver::~AsyncCheckpointSaver() {
 
 absl::Status AsyncCheckpointSaver::JoinAndTakeError() {
   if (worker_.joinable()) worker_.join();
-  if (in_flight_ != nullptr) {
-    staging_ = std::move(in_flight_->tensors);
-    in_flight_.reset();
-  }
   absl::Status error = std::move(pending_error_);
   pending_error_ = absl::OkStatus();
   return error;
@@ -420,18 +497,19 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
         absl::StrCat("the previous asynchronous save failed (this save to ",
                      path, " was not started): ", previous.message()));
   }
-  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state, &staging_);
+  absl::StatusOr<CheckpointState> snapshot =
+      SnapshotToCpu(state, keep_staging_buffers_ ? &staging_ : nullptr);
   if (!snapshot.ok()) {
     return Annotate(snapshot.status(),
                     absl::StrCat("saving checkpoint ", path));
   }
   pending_path_ = path;
   auto owned = std::make_shared<CheckpointState>(std::move(*snapshot));
-  if (keep_staging_buffers_) in_flight_ = owned;
   worker_ = std::thread([this, path, owned = std::move(owned),
                          on_committed = std::move(on_committed)]() mutable {
     absl::Status status = SaveCheckpoint(path, *owned, options_);
-    // Without in_flight_ this frees the snapshot before reporting.
+    // Frees the snapshot (or hands its slab back to staging_) before
+    // reporting.
     owned.reset();
     if (on_committed) on_committed(status);
     pending_error_ = std::move(status);

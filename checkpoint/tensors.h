@@ -42,6 +42,9 @@
 
 namespace checkpoint {
 
+// Page-aligned memory for snapshots (defined in tensors.cc).
+class StagingBuffer;
+
 struct CheckpointState {
   // Model tensors ("fc1.weight") and training-state tensors
   // ("optimizer/exp_avg/fc1.weight", "rng/cpu"), in save order.
@@ -101,10 +104,12 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //   }
 //   RETURN_IF_ERROR(saver.Wait());
 //
-// Staging memory: with `keep_staging_buffers` (the default) the CPU copies
-// of one save are kept and reused by the next save of tensors with the same
-// dtypes and shapes, so steady-state pauses are a memcpy without page
-// faults; the price is holding one copy of the state between saves.
+// Staging memory: the snapshot lives in one pre-faulted slab (mmap with
+// MAP_POPULATE, transparent huge pages where the kernel allows), filled by
+// memcpy on several threads. With `keep_staging_buffers` (the default) the
+// slab is kept after a save and reused by the next one if it is big enough,
+// so steady-state pauses are a parallel memcpy without page faults; the
+// price is holding one copy of the state between saves.
 //
 // Methods must be called from one thread; `on_committed` runs on the
 // background thread with the save's final status.
@@ -130,10 +135,8 @@ class AsyncCheckpointSaver {
 
   WriterOptions options_;
   bool keep_staging_buffers_;
-  // The snapshot being written (only with keep_staging_buffers_), and the
-  // tensors of the last finished one, ready for reuse.
-  std::shared_ptr<CheckpointState> in_flight_;
-  NamedTensors staging_;
+  // Reused when no snapshot tensor references it any more.
+  std::shared_ptr<StagingBuffer> staging_;
   std::thread worker_;
   std::string pending_path_;
   // Written by the worker before it exits; read after join().
@@ -141,11 +144,13 @@ class AsyncCheckpointSaver {
 };
 
 // Snapshot used by AsyncCheckpointSaver: contiguous CPU copies of every
-// tensor (and a copy of the protos), made on several threads. Tensors of
-// `reusable` whose position, dtype and shape match are reused as the
-// destination instead of allocating (they are moved out of `reusable`).
-absl::StatusOr<CheckpointState> SnapshotToCpu(const CheckpointState& state,
-                                              NamedTensors* reusable = nullptr);
+// tensor (and a copy of the protos) in one staging slab, copied on several
+// threads. With `staging` non-null, the slab it holds is reused when it is
+// large enough and no tensor of an earlier snapshot still uses it; on
+// return it holds the slab of this snapshot.
+absl::StatusOr<CheckpointState> SnapshotToCpu(
+    const CheckpointState& state,
+    std::shared_ptr<StagingBuffer>* staging = nullptr);
 
 // The proto dtype for a torch dtype, or DTYPE_UNSPECIFIED if unsupported.
 proto::DType ToProtoDType(torch::Dtype dtype);

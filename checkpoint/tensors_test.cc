@@ -342,22 +342,36 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
-TEST(TensorsTest, SnapshotReusesMatchingStagingTensors) {
+TEST(TensorsTest, SnapshotCopiesIntoReusableStagingMemory) {
   CheckpointState state;
-  state.tensors = {{"a", torch::ones({4, 4})}, {"b", torch::ones({3}).t()}};
-  NamedTensors staging = {{"old-a", torch::zeros({4, 4})},
-                          {"old-b", torch::zeros({5})}};
-  const void* reused_memory = staging[0].second.data_ptr();
-  absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state, &staging);
-  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
-  EXPECT_TRUE(staging.empty());
-  EXPECT_EQ(snapshot->tensors[0].first, "a");
-  EXPECT_EQ(snapshot->tensors[0].second.data_ptr(), reused_memory);
-  EXPECT_TRUE(torch::equal(snapshot->tensors[0].second, torch::ones({4, 4})));
-  EXPECT_TRUE(torch::equal(snapshot->tensors[1].second, torch::ones({3})));
-  // The copy is independent of the source.
-  state.tensors[0].second.fill_(5);
-  EXPECT_TRUE(torch::equal(snapshot->tensors[0].second, torch::ones({4, 4})));
+  torch::Tensor big = torch::randn({3, 1 << 20});  // Several copy pieces.
+  state.tensors = {{"big", big},
+                   {"transposed", torch::ones({3, 2}).t()},
+                   {"empty", torch::zeros({0})},
+                   {"int", torch::arange(7)}};
+  std::shared_ptr<StagingBuffer> staging;
+  const void* first_memory = nullptr;
+  {
+    absl::StatusOr<CheckpointState> snapshot = SnapshotToCpu(state, &staging);
+    ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+    ASSERT_NE(staging, nullptr);
+    ExpectSameTensors(state.tensors, snapshot->tensors);
+    first_memory = snapshot->tensors[0].second.data_ptr();
+    // Independent of the source.
+    big.fill_(5);
+    EXPECT_FALSE(torch::equal(snapshot->tensors[0].second, big));
+    // In use: a second snapshot now must not reuse the slab.
+    std::shared_ptr<StagingBuffer> copy_of_staging = staging;
+    absl::StatusOr<CheckpointState> other = SnapshotToCpu(state, &staging);
+    ASSERT_TRUE(other.ok());
+    EXPECT_NE(other->tensors[0].second.data_ptr(), first_memory);
+    staging = copy_of_staging;
+  }
+  // Every view is gone: the slab is reused.
+  absl::StatusOr<CheckpointState> again = SnapshotToCpu(state, &staging);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tensors[0].second.data_ptr(), first_memory);
+  ExpectSameTensors(state.tensors, again->tensors);
 }
 
 TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
