@@ -1,0 +1,391 @@
+// Save/load throughput of the checkpoint runtime against its peers, in one
+// run on the same data: torch::save / torch::load, and a raw write+fsync of
+// the same bytes (the disk's ceiling). Also the caller's pause of
+// AsyncCheckpointSaver and the peak RSS of each save mode.
+//
+//   bazel run -c opt //checkpoint:save_load_benchmark -- [--dir=/tmp]
+//       [--large_count=256 --large_bytes=4194304]
+//       [--small_count=20000 --small_bytes=4096] [--cold]
+//
+// Loads read warm files (just written, in the page cache) unless --cold,
+// which evicts the files with posix_fadvise(DONTNEED) before each load.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "checkpoint/tensors.h"
+#include "tools/cli/flags.h"
+#include "torch/torch.h"
+
+ABSL_FLAG(std::string, dir, "",
+          "Directory for temporary files (default $TMPDIR or /tmp); use one "
+          "on the disk you want to measure.");
+ABSL_FLAG(int, large_count, 256, "Number of tensors in the large set.");
+ABSL_FLAG(int64_t, large_bytes, 4 << 20, "Bytes per tensor, large set.");
+ABSL_FLAG(int, small_count, 20000, "Number of tensors in the small set.");
+ABSL_FLAG(int64_t, small_bytes, 4096, "Bytes per tensor, small set.");
+ABSL_FLAG(bool, cold, false, "Evict files from the page cache before loads.");
+ABSL_FLAG(bool, rss, true, "Measure peak RSS of the save modes (forks).");
+ABSL_FLAG(int, repeats, 3,
+          "Each measurement is repeated (in rotating order) and the best "
+          "time is reported.");
+ABSL_FLAG(int, load_threads, 0, "LoadOptions::num_threads (0: automatic).");
+
+namespace checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+double Seconds(const std::function<void()>& body) {
+  auto start = std::chrono::steady_clock::now();
+  body();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+void Check(const absl::Status& status, const char* what) {
+  if (!status.ok()) {
+    cli::ExitWithError(absl::StrCat(what, ": ", status.ToString()), 1);
+  }
+}
+
+void CheckErrno(bool ok, const std::string& what) {
+  if (!ok) {
+    cli::ExitWithError(absl::StrCat(what, ": ", std::strerror(errno)), 1);
+  }
+}
+
+void FsyncPath(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY);
+  CheckErrno(fd >= 0, "open " + path);
+  CheckErrno(fsync(fd) == 0, "fsync " + path);
+  close(fd);
+}
+
+// Drops `path` (a file or every file under a directory) from the page
+// cache: clean pages only, so call after fsync.
+void Evict(const std::string& path) {
+  std::vector<std::string> files;
+  if (fs::is_directory(path)) {
+    for (const auto& entry : fs::recursive_directory_iterator(path)) {
+      if (entry.is_regular_file()) files.push_back(entry.path());
+    }
+  } else {
+    files.push_back(path);
+  }
+  for (const std::string& file : files) {
+    int fd = open(file.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+  }
+}
+
+CheckpointState MakeState(int count, int64_t bytes) {
+  CheckpointState state;
+  torch::manual_seed(0);
+  const int64_t floats = bytes / 4;
+  for (int i = 0; i < count; ++i) {
+    state.tensors.emplace_back(absl::StrCat("layer", i, ".weight"),
+                               torch::rand({floats}));
+  }
+  return state;
+}
+
+uint64_t TotalBytes(const CheckpointState& state) {
+  uint64_t total = 0;
+  for (const auto& [name, tensor] : state.tensors) total += tensor.nbytes();
+  return total;
+}
+
+void RawWrite(const CheckpointState& state, const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  CheckErrno(fd >= 0, "open " + path);
+  for (const auto& [name, tensor] : state.tensors) {
+    const char* data = static_cast<const char*>(tensor.data_ptr());
+    size_t left = tensor.nbytes();
+    while (left > 0) {
+      ssize_t written = write(fd, data, left);
+      CheckErrno(written > 0, "write " + path);
+      data += written;
+      left -= static_cast<size_t>(written);
+    }
+  }
+  CheckErrno(fsync(fd) == 0, "fsync " + path);
+  close(fd);
+}
+
+std::vector<torch::Tensor> Values(const CheckpointState& state) {
+  std::vector<torch::Tensor> values;
+  for (const auto& [name, tensor] : state.tensors) values.push_back(tensor);
+  return values;
+}
+
+struct Row {
+  std::string what;
+  double seconds;
+};
+
+void PrintRow(const Row& row, uint64_t bytes, double reference_seconds,
+              const char* reference) {
+  std::printf("  %-34s %8.3f s %8.2f GiB/s", row.what.c_str(), row.seconds,
+              bytes / kGiB / row.seconds);
+  if (reference_seconds > 0) {
+    std::printf("   %6.2fx %s", reference_seconds / row.seconds, reference);
+  }
+  std::printf("\n");
+}
+
+void Target(const char* what, double value, double target, bool at_least) {
+  const bool met = at_least ? value >= target : value <= target;
+  std::printf("  target %-52s %7.2f %s %-6.2f %s\n", what, value,
+              at_least ? ">=" : "<=", target, met ? "MET" : "MISSED");
+}
+
+// Best (minimum) time of each named measurement over the repeats.
+class Best {
+ public:
+  void Add(const std::string& name, double seconds) {
+    auto [it, inserted] = best_.emplace(name, seconds);
+    if (!inserted) it->second = std::min(it->second, seconds);
+  }
+  double operator[](const std::string& name) const { return best_.at(name); }
+
+ private:
+  std::map<std::string, double> best_;
+};
+
+void RunSet(const std::string& label, int count, int64_t bytes_each,
+            const std::string& dir, bool cold, int repeats, int load_threads) {
+  CheckpointState state = MakeState(count, bytes_each);
+  const uint64_t bytes = TotalBytes(state);
+  std::printf(
+      "\n%s: %d tensors x %lld bytes = %.3f GiB (float32), best of %d\n",
+      label.c_str(), count, static_cast<long long>(bytes_each), bytes / kGiB,
+      repeats);
+  const std::string ours = dir + "/ours";
+  const std::string torch_file = dir + "/torch.pt";
+  const std::string raw = dir + "/raw.bin";
+  Best best;
+  AsyncCheckpointSaver saver;
+  double first_pause_s = 0;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    // Saves, each ending durable on disk, in rotating order.
+    std::vector<std::function<void()>> saves = {
+        [&] { best.Add("raw", Seconds([&] { RawWrite(state, raw); })); },
+        [&] {
+          fs::remove_all(ours);
+          best.Add("ours", Seconds([&] {
+                     Check(SaveCheckpoint(ours, state), "save");
+                   }));
+        },
+        [&] {
+          best.Add("torch_save", Seconds([&] {
+                     torch::save(Values(state), torch_file);
+                     FsyncPath(torch_file);
+                   }));
+        },
+        [&] {
+          fs::remove_all(ours + "-async");
+          double pause_s = 0;
+          best.Add("async_total", Seconds([&] {
+                     pause_s = Seconds([&] {
+                       Check(saver.SaveAsync(ours + "-async", state),
+                             "save async");
+                     });
+                     Check(saver.Wait(), "async save");
+                   }));
+          if (repeat == 0) {
+            first_pause_s = pause_s;
+          } else {
+            best.Add("async_pause", pause_s);
+          }
+        }};
+    for (size_t i = 0; i < saves.size(); ++i) {
+      saves[(i + repeat) % saves.size()]();
+    }
+    // Loads.
+    auto maybe_evict = [&](const std::string& path) {
+      if (cold) Evict(path);
+    };
+    maybe_evict(torch_file);
+    best.Add("torch_load", Seconds([&] {
+               std::vector<torch::Tensor> loaded;
+               torch::load(loaded, torch_file);
+             }));
+    auto load = [&](const char* name, bool mmap, bool verify) {
+      maybe_evict(ours);
+      LoadOptions options;
+      options.use_mmap = mmap;
+      options.verify_checksums = verify;
+      options.num_threads = load_threads;
+      best.Add(name, Seconds([&] {
+                 absl::StatusOr<CheckpointState> loaded =
+                     LoadCheckpoint(ours, options);
+                 Check(loaded.status(), "load");
+               }));
+    };
+    load("verified", false, true);
+    load("unverified", false, false);
+    load("mmap_lazy", true, false);
+    load("mmap_verified", true, true);
+  }
+  if (repeats == 1) best.Add("async_pause", first_pause_s);
+  const double ours_s = best["ours"];
+  std::printf(" save (fsync'ed):\n");
+  PrintRow({"raw write+fsync", best["raw"]}, bytes, 0, "");
+  PrintRow({"SaveCheckpoint", ours_s}, bytes, best["torch_save"],
+           "vs torch::save");
+  PrintRow({"torch::save + fsync", best["torch_save"]}, bytes, 0, "");
+  std::printf("  SaveCheckpoint / raw throughput: %.2fx\n",
+              best["raw"] / ours_s);
+  PrintRow({"AsyncCheckpointSaver total", best["async_total"]}, bytes, 0, "");
+  std::printf(
+      "  SaveAsync caller pause, first save: %.3f s = %.1f%% of a sync save\n",
+      first_pause_s, 100.0 * first_pause_s / ours_s);
+  std::printf(
+      "  SaveAsync caller pause, reused staging: %.3f s = %.1f%% of a sync "
+      "save\n",
+      best["async_pause"], 100.0 * best["async_pause"] / ours_s);
+  const double torch_load_s = best["torch_load"];
+  std::printf(" load%s:\n", cold ? " (cold page cache)" : " (warm page cache)");
+  PrintRow({"torch::load", torch_load_s}, bytes, 0, "");
+  PrintRow({"LoadCheckpoint verified", best["verified"]}, bytes, torch_load_s,
+           "vs torch::load");
+  PrintRow({"LoadCheckpoint unverified", best["unverified"]}, bytes,
+           torch_load_s, "vs torch::load");
+  PrintRow({"LoadCheckpoint mmap lazy (no touch)", best["mmap_lazy"]}, bytes,
+           torch_load_s, "vs torch::load");
+  PrintRow({"LoadCheckpoint mmap + verify", best["mmap_verified"]}, bytes,
+           torch_load_s, "vs torch::load");
+  std::printf(" targets:\n");
+  Target("save >= 0.9x raw write", best["raw"] / ours_s, 0.9, true);
+  Target("save >= 1.5x torch::save", best["torch_save"] / ours_s, 1.5, true);
+  Target("verified load >= 1.5x torch::load", torch_load_s / best["verified"],
+         1.5, true);
+  Target("mmap (lazy) >= 20x torch::load", torch_load_s / best["mmap_lazy"], 20,
+         true);
+  Target("async pause (reused staging) <= 10% of sync save (%)",
+         100.0 * best["async_pause"] / ours_s, 10, false);
+  fs::remove_all(ours);
+  fs::remove_all(ours + "-async");
+  fs::remove(torch_file);
+  fs::remove(raw);
+}
+
+int64_t StatusKiB(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field, 0) == 0) {
+      return std::atoll(line.c_str() + std::strlen(field));
+    }
+  }
+  return -1;
+}
+
+// Runs one save mode in a fresh child and reports its RSS before the save
+// (the tensors allocated) and its peak.
+void MeasurePeakRss(const std::string& mode, int count, int64_t bytes_each,
+                    const std::string& dir) {
+  int pipe_fds[2];
+  CheckErrno(pipe(pipe_fds) == 0, "pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pipe_fds[0]);
+    CheckpointState state = MakeState(count, bytes_each);
+    const int64_t before = StatusKiB("VmRSS:");
+    const std::string path = dir + "/rss-" + mode;
+    if (mode == "sync") {
+      Check(SaveCheckpoint(path, state), "save");
+    } else if (mode == "async") {
+      AsyncCheckpointSaver saver;
+      Check(saver.SaveAsync(path, state), "save async");
+      Check(saver.Wait(), "async save");
+    } else {
+      torch::save(Values(state), path);
+      FsyncPath(path);
+    }
+    const int64_t peak = StatusKiB("VmHWM:");
+    fs::remove_all(path);
+    int64_t values[2] = {before, peak};
+    if (write(pipe_fds[1], values, sizeof(values)) != sizeof(values)) _exit(1);
+    _exit(0);
+  }
+  close(pipe_fds[1]);
+  int64_t values[2] = {0, 0};
+  ssize_t got = read(pipe_fds[0], values, sizeof(values));
+  close(pipe_fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (got != sizeof(values)) {
+    std::printf("  %-12s (child failed)\n", mode.c_str());
+    return;
+  }
+  std::printf(
+      "  %-12s RSS with tensors %7.1f MiB, peak %7.1f MiB, extra %7.1f "
+      "MiB\n",
+      mode.c_str(), values[0] / 1024.0, values[1] / 1024.0,
+      (values[1] - values[0]) / 1024.0);
+}
+
+}  // namespace
+}  // namespace checkpoint
+
+int main(int argc, char** argv) {
+  cli::ParseFlagsOrExit(argc, argv, "save_load_benchmark [--dir=DIR] [flags]");
+  std::string dir = absl::GetFlag(FLAGS_dir);
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  dir += "/save_load_benchmark-" + std::to_string(getpid());
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error)
+    cli::ExitWithError("cannot create " + dir + ": " + error.message());
+  const int large_count = absl::GetFlag(FLAGS_large_count);
+  const int64_t large_bytes = absl::GetFlag(FLAGS_large_bytes);
+  const int small_count = absl::GetFlag(FLAGS_small_count);
+  const int64_t small_bytes = absl::GetFlag(FLAGS_small_bytes);
+  if (large_count < 1 || small_count < 1 || large_bytes < 4 ||
+      small_bytes < 4) {
+    cli::ExitWithError("counts must be >= 1 and sizes >= 4 bytes");
+  }
+  std::printf("save_load_benchmark: dir %s, torch threads %d, LibTorch %s\n",
+              dir.c_str(), torch::get_num_threads(), TORCH_VERSION);
+  if (absl::GetFlag(FLAGS_rss)) {
+    // First, while this process is still small: each mode in its own child.
+    std::printf("\npeak RSS, large set, each mode in a fresh child:\n");
+    for (const char* mode : {"sync", "async", "torch_save"}) {
+      checkpoint::MeasurePeakRss(mode, large_count, large_bytes, dir);
+    }
+  }
+  const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
+  checkpoint::RunSet("large", large_count, large_bytes, dir,
+                     absl::GetFlag(FLAGS_cold), repeats,
+                     absl::GetFlag(FLAGS_load_threads));
+  checkpoint::RunSet("small", small_count, small_bytes, dir,
+                     absl::GetFlag(FLAGS_cold), repeats,
+                     absl::GetFlag(FLAGS_load_threads));
+  std::filesystem::remove_all(dir, error);
+  return 0;
+}
