@@ -57,8 +57,8 @@ struct ArchitectureConfig {
   int64_t hidden_units = 128;
   // "cnn" only: output channels of conv1 and conv2 (3x3, padding 1, each
   // followed by ReLU and 2x2 max pooling).
-  int64_t conv1_channels = 32;
-  int64_t conv2_channels = 64;
+  int64_t conv1_channels = 16;
+  int64_t conv2_channels = 32;
 };
 
 // The ten Fashion-MNIST class names, index = label.

@@ -1007,14 +1007,17 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     const Clock::time_point start = Clock::now();
     absl::Status status = saver_->Wait();
     if (status.ok()) status = TakeSaveError();
-    checkpoint_seconds_ += Seconds(Clock::now() - start);
+    summary.final_save_wait_seconds = Seconds(Clock::now() - start);
     if (!status.ok()) return Annotate(status, "saving a checkpoint");
   }
   summary.epochs_completed = epoch_;
   summary.global_step = global_step_;
   summary.best_path = manager_->BestPath();
   summary.last_path = manager_->LastPath();
-  summary.stop_signal = stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  // A signal that arrives after the last epoch does not make a finished run
+  // look interrupted.
+  summary.stop_signal =
+      stop && stop_signal_ != nullptr ? stop_signal_->load() : 0;
   summary.stopped_at_max_steps =
       stop && summary.stop_signal == 0 && options_.max_steps > 0;
   summary.checkpoint_seconds = checkpoint_seconds_;
@@ -1045,9 +1048,11 @@ absl::StatusOr<TrainSummary> Run::Execute() {
   }
   std::printf("last: %s\n", summary.last_path.c_str());
   std::printf(
-      "checkpointing: %.3f s of %.1f s training (%.2f%%)\n",
+      "checkpointing: training blocked %.3f s of %.1f s (%.2f%%); final wait "
+      "for the last write %.3f s\n",
       checkpoint_seconds_, train_seconds_,
-      train_seconds_ > 0 ? 100.0 * checkpoint_seconds_ / train_seconds_ : 0.0);
+      train_seconds_ > 0 ? 100.0 * checkpoint_seconds_ / train_seconds_ : 0.0,
+      summary.final_save_wait_seconds);
   std::fflush(stdout);
   return summary;
 }

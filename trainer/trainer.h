@@ -93,6 +93,8 @@ struct TrainSummary {
   // and time spent in training steps, both in this process.
   double checkpoint_seconds = 0;
   double train_seconds = 0;
+  // Waiting at the end of the run for the last background write.
+  double final_save_wait_seconds = 0;
 };
 
 // Checks option values that do not need torch or the filesystem.
