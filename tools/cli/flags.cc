@@ -2,9 +2,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
@@ -89,7 +92,16 @@ std::vector<std::string> ParseFlagsOrExit(int argc, char** argv,
   if (absl::Status status = ValidateFlags(argc, argv); !status.ok()) {
     ExitWithError(status.message());
   }
-  std::vector<char*> remaining = absl::ParseCommandLine(argc, argv);
+  // Abseil 20220623 exits 1 after printing --help; asking for help is not
+  // an error, so usage flags are handled here and exit 0.
+  std::vector<char*> remaining = absl::flags_internal::ParseCommandLineImpl(
+      argc, argv, absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (absl::flags_internal::HandleUsageFlags(
+          std::cout, absl::ProgramUsageMessage()) != -1) {
+    std::exit(0);
+  }
   return std::vector<std::string>(remaining.begin() + 1, remaining.end());
 }
 
