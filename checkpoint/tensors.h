@@ -104,8 +104,8 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //   }
 //   RETURN_IF_ERROR(saver.Wait());
 //
-// Staging memory: the snapshot lives in one pre-faulted slab (mmap with
-// MAP_POPULATE, transparent huge pages where the kernel allows), filled by
+// Staging memory: the snapshot lives in one slab pre-faulted by mmap's
+// MAP_POPULATE (one kernel call instead of a fault per page), filled by
 // memcpy on several threads. With `keep_staging_buffers` (the default) the
 // slab is kept after a save and reused by the next one if it is big enough,
 // so steady-state pauses are a parallel memcpy without page faults; the
