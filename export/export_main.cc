@@ -6,6 +6,7 @@
 // Exit codes: 0 success, 1 the export or inspection failed, 2 usage error.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,17 @@ constexpr char kUsage[] =
     "export --checkpoint=RUN_DIR/best --out=model.pt [--lite=model.ptl]\n"
     "       export --inspect=model.pt";
 
+// Under `bazel run` the working directory is the runfiles tree; paths the
+// user typed are relative to where they ran bazel (BUILD_WORKING_DIRECTORY).
+std::string UserPath(const std::string& path) {
+  const char* working_directory = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.empty() || path[0] == '/' || working_directory == nullptr ||
+      working_directory[0] == '\0') {
+    return path;
+  }
+  return absl::StrCat(working_directory, "/", path);
+}
+
 // Errors can carry LibTorch messages over several lines; the CLI prints one.
 void ExitIfFailed(const absl::Status& status) {
   if (status.ok()) return;
@@ -55,7 +67,7 @@ int main(int argc, char** argv) {
         absl::StrCat("unexpected argument '", positional[0], "' (see --help)"));
   }
 
-  const std::string inspect = absl::GetFlag(FLAGS_inspect);
+  const std::string inspect = UserPath(absl::GetFlag(FLAGS_inspect));
   if (!inspect.empty()) {
     if (!absl::GetFlag(FLAGS_checkpoint).empty() ||
         !absl::GetFlag(FLAGS_out).empty() ||
@@ -70,9 +82,9 @@ int main(int argc, char** argv) {
   }
 
   model_export::ExportOptions options;
-  options.checkpoint_path = absl::GetFlag(FLAGS_checkpoint);
-  options.output_path = absl::GetFlag(FLAGS_out);
-  options.lite_output_path = absl::GetFlag(FLAGS_lite);
+  options.checkpoint_path = UserPath(absl::GetFlag(FLAGS_checkpoint));
+  options.output_path = UserPath(absl::GetFlag(FLAGS_out));
+  options.lite_output_path = UserPath(absl::GetFlag(FLAGS_lite));
   options.probe_batch = absl::GetFlag(FLAGS_probe_batch);
   options.probe_seed = absl::GetFlag(FLAGS_probe_seed);
   options.parity_tolerance = absl::GetFlag(FLAGS_tolerance);

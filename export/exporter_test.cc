@@ -344,6 +344,13 @@ TEST_F(ExporterTest, CommandLine) {
   ASSERT_EQ(inspected_lite.exit_code, 0) << inspected_lite.stderr_text;
   EXPECT_EQ(nlohmann::json::parse(inspected_lite.stdout_text), metadata);
 
+  // Under `bazel run`, relative paths are the caller's, not the runfiles'.
+  CommandResult relative =
+      RunCommand("cd / && BUILD_WORKING_DIRECTORY=" + directory + " " + binary +
+                 " --checkpoint=epoch=2 --out=relative.pt");
+  ASSERT_EQ(relative.exit_code, 0) << relative.stderr_text;
+  EXPECT_TRUE(Exists(directory + "/relative.pt"));
+
   struct Refusal {
     std::string arguments;
     int exit_code;
