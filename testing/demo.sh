@@ -7,7 +7,7 @@
 # lite .ptl), runs the exported model over the 10,000 test images with their
 # labels and prints the accuracy and where every artifact is.
 #
-#   tools/bazel run //:demo                     # short run, ~1 minute on 2 cores
+#   tools/bazel run //:demo                     # short run, about 2 minutes on 2 cores
 #   tools/bazel run //:demo -- --full           # the 10-epoch run
 #   tools/bazel run //:demo -- --dir=/some/dir  # artifacts elsewhere
 #   tools/bazel run //:demo -- --threads=4
