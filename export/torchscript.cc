@@ -164,13 +164,17 @@ double MaxAbsDifference(const torch::Tensor& a, const torch::Tensor& b) {
   if (!a64.isnan().equal(b64.isnan())) {
     return std::numeric_limits<double>::infinity();
   }
-  torch::Tensor difference = (a64 - b64).abs().nan_to_num(0.0, 0.0, 0.0);
-  // Equal infinities give NaN above (inf - inf), mapped to 0; unequal ones
-  // give inf, mapped to 0 too, so compare them explicitly.
-  if (!a64.isinf().logical_and(a64.ne(b64)).logical_not().all().item<bool>()) {
+  // An infinity on either side must be matched exactly; after this check,
+  // the only non-finite differences left are NaN - NaN and inf - inf at
+  // matching places, which count as equal.
+  if (a64.isinf()
+          .logical_or(b64.isinf())
+          .logical_and(a64.ne(b64))
+          .any()
+          .item<bool>()) {
     return std::numeric_limits<double>::infinity();
   }
-  return difference.max().item<double>();
+  return (a64 - b64).abs().nan_to_num(0.0, 0.0, 0.0).max().item<double>();
 }
 
 absl::StatusOr<FrozenModule> FreezeWithParityCheck(

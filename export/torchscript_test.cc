@@ -76,6 +76,10 @@ TEST(MaxAbsDifferenceTest, SeesShapesNansAndInfinities) {
   EXPECT_EQ(MaxAbsDifference(infinite, infinite), 0);
   EXPECT_TRUE(
       std::isinf(MaxAbsDifference(infinite, torch::tensor({-INFINITY, 1.0f}))));
+  EXPECT_TRUE(std::isinf(
+      MaxAbsDifference(torch::tensor({1.0f}), torch::tensor({INFINITY}))));
+  EXPECT_TRUE(std::isinf(
+      MaxAbsDifference(torch::tensor({INFINITY}), torch::tensor({1.0f}))));
 }
 
 TEST(FreezeWithParityCheckTest, FrozenModuleMatchesTrainedBitForBit) {
