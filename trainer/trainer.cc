@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -515,6 +516,10 @@ class Run {
 };
 
 absl::Status Run::Setup() {
+  // Run the TorchScript-defined model op by op, like eager PyTorch: the
+  // profiling executor's differentiable graphs only add per-step overhead
+  // for a network this small.
+  torch::jit::setGraphExecutorOptimize(false);
   ConfigureThreads(options_.threads);
   ConfigureDeterminism(options_.deterministic);
   absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
