@@ -344,8 +344,8 @@ TEST_F(TrainTest, RefusesToMixRunsInOneDirectory) {
 }
 
 TEST(TrainUsageTest, HelpDocumentsEveryFlag) {
-  // The exit code of --help belongs to tools/cli (Abseil's usage handling).
   Result result = RunTrain({"--help"}, "help");
+  EXPECT_EQ(result.exit_code, 0);
   const std::string text = result.stdout_text + result.stderr_text;
   for (const char* flag : {"run_dir",
                            "epochs",
