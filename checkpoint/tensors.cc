@@ -86,6 +86,10 @@ std::string CudnnVersionString(long version) {
 void FillMetadata(proto::Metadata* metadata) {
   if (metadata->producer().tool().empty()) {
     metadata->mutable_producer()->set_tool(kProducerTool);
+  }
+  // A tool of this project (train, export) names itself; the version is
+  // the project's either way.
+  if (metadata->producer().version().empty()) {
     metadata->mutable_producer()->set_version(kProducerVersion);
   }
   if (metadata->libtorch_version().empty()) {
