@@ -411,12 +411,22 @@ absl::StatusOr<std::unique_ptr<CheckpointManager>> CheckpointManager::Open(
   return manager;
 }
 
-absl::Status CheckpointManager::Scan() {
-  absl::StatusOr<std::vector<std::string>> names = CandidateNames(run_dir_);
+namespace {
+
+struct ScannedCheckpoint {
+  CheckpointEntry entry;  // name, path, epoch and step filled in
+  proto::Metadata metadata;
+};
+
+// Every checkpoint of `run_dir` that opens; a corrupt one is skipped with a
+// warning naming it (and left on disk for a person to look at).
+absl::StatusOr<std::vector<ScannedCheckpoint>> ScanCheckpoints(
+    const std::string& run_dir) {
+  absl::StatusOr<std::vector<std::string>> names = CandidateNames(run_dir);
   if (!names.ok()) return names.status();
-  entries_.clear();
+  std::vector<ScannedCheckpoint> scanned;
   for (const std::string& name : *names) {
-    std::string path = JoinPath(run_dir_, name);
+    std::string path = JoinPath(run_dir, name);
     absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
         CheckpointReader::Open(path);
     if (!reader.ok()) {
@@ -424,14 +434,28 @@ absl::Status CheckpointManager::Scan() {
                         reader.status().message()));
       continue;
     }
-    const proto::Metadata& metadata = (*reader)->manifest().metadata();
-    CheckpointEntry entry;
-    entry.name = name;
-    entry.path = path;
-    entry.epoch = metadata.progress().epoch();
-    entry.step = metadata.progress().global_step();
+    ScannedCheckpoint checkpoint;
+    checkpoint.metadata = (*reader)->manifest().metadata();
+    checkpoint.entry.name = name;
+    checkpoint.entry.path = path;
+    checkpoint.entry.epoch = checkpoint.metadata.progress().epoch();
+    checkpoint.entry.step = checkpoint.metadata.progress().global_step();
+    scanned.push_back(std::move(checkpoint));
+  }
+  return scanned;
+}
+
+}  // namespace
+
+absl::Status CheckpointManager::Scan() {
+  absl::StatusOr<std::vector<ScannedCheckpoint>> scanned =
+      ScanCheckpoints(run_dir_);
+  if (!scanned.ok()) return scanned.status();
+  entries_.clear();
+  for (ScannedCheckpoint& checkpoint : *scanned) {
+    CheckpointEntry entry = std::move(checkpoint.entry);
     entry.metric_name = options_.monitor;
-    entry.metric = MonitoredValue(metadata, options_.monitor);
+    entry.metric = MonitoredValue(checkpoint.metadata, options_.monitor);
     entries_.push_back(std::move(entry));
   }
   std::sort(entries_.begin(), entries_.end(), StepOrder);
@@ -663,26 +687,16 @@ std::vector<CheckpointEntry> CheckpointManager::List() const {
 
 absl::StatusOr<std::vector<CheckpointEntry>> ListRunDirectory(
     const std::string& run_dir) {
-  absl::StatusOr<std::vector<std::string>> names = CandidateNames(run_dir);
-  if (!names.ok()) return names.status();
+  absl::StatusOr<std::vector<ScannedCheckpoint>> scanned =
+      ScanCheckpoints(run_dir);
+  if (!scanned.ok()) return scanned.status();
   std::string best = LinkedName(run_dir, kBestLinkName);
   std::string last = LinkedName(run_dir, kLastLinkName);
   std::vector<CheckpointEntry> entries;
-  for (const std::string& name : *names) {
-    std::string path = JoinPath(run_dir, name);
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-        CheckpointReader::Open(path);
-    if (!reader.ok()) {
-      Warn(absl::StrCat("skipping corrupt checkpoint ", path, ": ",
-                        reader.status().message()));
-      continue;
-    }
-    const proto::Metadata& metadata = (*reader)->manifest().metadata();
-    CheckpointEntry entry;
-    entry.name = name;
-    entry.path = path;
-    entry.epoch = metadata.progress().epoch();
-    entry.step = metadata.progress().global_step();
+  for (ScannedCheckpoint& checkpoint : *scanned) {
+    const proto::Metadata& metadata = checkpoint.metadata;
+    CheckpointEntry entry = std::move(checkpoint.entry);
+    const std::string& name = entry.name;
     entry.metric_name = metadata.monitored().name();
     entry.metric =
         entry.metric_name.empty() ? kNaN : metadata.monitored().value();
