@@ -64,15 +64,7 @@ int main(int argc, char** argv) {
     nlohmann::json document = {
         {"model_load_ms", load_ms},
         {"first_inference_ms", first_ms},
-        {"latency_ms",
-         {{"count", summary.count},
-          {"min", summary.min},
-          {"avg", summary.mean},
-          {"std", summary.std_dev},
-          {"p50", summary.p50},
-          {"p90", summary.p90},
-          {"p99", summary.p99},
-          {"max", summary.max}}},
+        {"latency_ms", runner::LatencySummaryJson(summary)},
     };
     std::printf("%s\n", document.dump().c_str());
   } catch (const std::exception& error) {

@@ -105,4 +105,10 @@ std::string ResolveUserPath(const std::string& path) {
   return std::string(working_directory) + "/" + path;
 }
 
+nlohmann::json LatencySummaryJson(const LatencySummary& summary) {
+  return {{"count", summary.count}, {"min", summary.min}, {"avg", summary.mean},
+          {"std", summary.std_dev}, {"p50", summary.p50}, {"p90", summary.p90},
+          {"p99", summary.p99},     {"max", summary.max}};
+}
+
 }  // namespace runner

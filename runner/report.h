@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
 
 namespace runner {
 
@@ -44,6 +45,10 @@ struct LatencySummary {
 // Summarises `samples` (any unit); percentiles interpolate linearly between
 // the closest ranks, like numpy.percentile's default.
 LatencySummary Summarize(std::vector<double> samples);
+
+// {"count", "min", "avg", "std", "p50", "p90", "p99", "max"}: the keys of
+// `run --benchmark --json`'s "latency_ms" object.
+nlohmann::json LatencySummaryJson(const LatencySummary& summary);
 
 // VmHWM from /proc/self/status in KiB; -1 when unavailable.
 int64_t PeakResidentKib();
