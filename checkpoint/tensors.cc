@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "checkpoint/reader.h"
+#include "tools/version.h"
 #include "torch/cuda.h"
 #include "torch/types.h"
 #include "torch/utils.h"
@@ -30,7 +31,7 @@ namespace checkpoint {
 namespace {
 
 constexpr char kProducerTool[] = "ckpt_project";
-constexpr char kProducerVersion[] = "1.0";
+constexpr const char* kProducerVersion = project::kVersion;
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;

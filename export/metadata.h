@@ -50,13 +50,14 @@
 #include "absl/strings/string_view.h"
 #include "checkpoint/manifest.pb.h"
 #include "nlohmann/json.hpp"
+#include "tools/version.h"
 
 namespace model_export {
 
 inline constexpr char kMetadataFileName[] = "metadata.json";
 inline constexpr int kMetadataSchemaVersion = 1;
 inline constexpr char kExportToolName[] = "export";
-inline constexpr char kExportToolVersion[] = "0.1.0";
+inline constexpr const char* kExportToolVersion = project::kVersion;
 
 // What the exporter knows beyond the checkpoint's own metadata.
 struct ExportDescription {
