@@ -651,8 +651,9 @@ absl::StatusOr<DiffReport> Diff(const std::string& a, const std::string& b) {
     absl::StatusOr<absl::Span<const char>> bytes_b =
         (*reader_b)->MappedTensor(*eb);
     if (!bytes_b.ok()) return bytes_b.status();
-    if (bytes_a->size() == bytes_b->size() &&
-        std::memcmp(bytes_a->data(), bytes_b->data(), bytes_a->size()) == 0) {
+    // std::equal, not memcmp: a zero-size tensor's span may have no data.
+    if (std::equal(bytes_a->begin(), bytes_a->end(), bytes_b->begin(),
+                   bytes_b->end())) {
       ++equal;
       absl::StrAppend(&report.text, "= ", name, "\n");
       continue;

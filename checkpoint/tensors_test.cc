@@ -38,7 +38,9 @@ bool SameTensor(const torch::Tensor& a, const torch::Tensor& b) {
   }
   torch::Tensor ca = a.contiguous().cpu();
   torch::Tensor cb = b.contiguous().cpu();
-  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
+  // A zero-size tensor has no data pointer, which memcmp must not see.
+  return ca.nbytes() == 0 ||
+         std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()) == 0;
 }
 
 CheckpointState MixedState() {
