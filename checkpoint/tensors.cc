@@ -20,7 +20,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "checkpoint/library_versions.h"
 #include "checkpoint/reader.h"
+#include "third_party/libtorch/torch_compat.h"
 #include "tools/version.h"
 #include "torch/cuda.h"
 #include "torch/types.h"
@@ -73,15 +75,6 @@ std::optional<torch::Dtype> FromProtoDType(proto::DType dtype) {
     default:
       return std::nullopt;
   }
-}
-
-// "11.7" from CUDART's 11070; cuDNN 8's 8500 gives "8.5.0".
-std::string CudaVersionString(long version) {
-  return absl::StrCat(version / 1000, ".", (version % 1000) / 10);
-}
-std::string CudnnVersionString(long version) {
-  return absl::StrCat(version / 1000, ".", (version % 1000) / 100, ".",
-                      version % 100);
 }
 
 void FillMetadata(proto::Metadata* metadata) {
@@ -192,7 +185,7 @@ absl::Status CheckDevice(const torch::Device& device) {
         ": CUDA is not available (this LibTorch has no CUDA support or no "
         "GPU is visible); load onto cpu instead"));
   }
-  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  const int64_t count = torch_compat::CudaDeviceCount();
   if (device.has_index() && device.index() >= count) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load onto ", device.str(), ": only ", count,

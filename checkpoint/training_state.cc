@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "third_party/libtorch/torch_compat.h"
 #include "torch/cuda.h"
 #include "torch/optim/adam.h"
 #include "torch/optim/adamw.h"
@@ -29,11 +30,6 @@ using HyperParameters = google::protobuf::Map<std::string, double>;
 constexpr char kSgd[] = "sgd";
 constexpr char kAdam[] = "adam";
 constexpr char kAdamW[] = "adamw";
-
-// The key torch::optim uses for a parameter in Optimizer::state().
-std::string StateKey(const torch::Tensor& parameter) {
-  return c10::guts::to_string(parameter.unsafeGetTensorImpl());
-}
 
 std::string OptimizerTypeName(const torch::optim::Optimizer& optimizer) {
   if (dynamic_cast<const torch::optim::SGD*>(&optimizer)) return kSgd;
@@ -259,7 +255,8 @@ absl::Status CaptureOptimizerStateOrThrow(
             ShapeString(parameter), " that has no name in named_parameters"));
       }
       group_record->add_parameter_names(name->second);
-      auto found = optimizer.state().find(StateKey(parameter));
+      auto found =
+          optimizer.state().find(torch_compat::OptimizerStateKeyOf(parameter));
       // No entry yet: the optimizer has not stepped this parameter.
       if (found == optimizer.state().end()) continue;
       proto::OptimizerState::ParameterState* record = state->add_parameters();
@@ -345,7 +342,7 @@ absl::Status RestoreOptimizerStateOrThrow(const proto::OptimizerState& state,
   }
   // Build everything before touching the optimizer: a failure leaves it as
   // it was.
-  std::vector<std::pair<std::string,
+  std::vector<std::pair<torch_compat::OptimizerStateKey,
                         std::unique_ptr<torch::optim::OptimizerParamState>>>
       new_states;
   for (const auto& record : state.parameters()) {
@@ -360,8 +357,9 @@ absl::Status RestoreOptimizerStateOrThrow(const proto::OptimizerState& state,
         RestoredParamState(type, record, tensors_by_name, parameter->second,
                            amsgrad_by_name[record.parameter_name()]);
     if (!param_state.ok()) return param_state.status();
-    new_states.emplace_back(StateKey(parameter->second),
-                            std::move(*param_state));
+    new_states.emplace_back(
+        torch_compat::OptimizerStateKeyOf(parameter->second),
+        std::move(*param_state));
   }
   for (size_t i = 0; i < groups.size(); ++i) {
     const HyperParameters& values =
@@ -382,7 +380,7 @@ absl::Status RestoreOptimizerStateOrThrow(const proto::OptimizerState& state,
   }
   for (const auto& group : groups) {
     for (const torch::Tensor& parameter : group.params()) {
-      optimizer->state().erase(StateKey(parameter));
+      optimizer->state().erase(torch_compat::OptimizerStateKeyOf(parameter));
     }
   }
   for (auto& [key, param_state] : new_states) {
@@ -445,7 +443,7 @@ absl::Status CaptureRngState(proto::RngState* state, NamedTensors* tensors) {
     }
     state->set_cpu_generator_tensor(kCpuRngTensorName);
     if (torch::cuda::is_available()) {
-      const int devices = static_cast<int>(torch::cuda::device_count());
+      const int devices = torch_compat::CudaDeviceCount();
       for (int device = 0; device < devices; ++device) {
         at::Generator cuda = at::globalContext().defaultGenerator(
             at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
@@ -483,9 +481,8 @@ absl::Status RestoreRngState(const proto::RngState& state,
         find(state.cpu_generator_tensor());
     if (!cpu_state.ok()) return cpu_state.status();
     const int saved_cuda = state.cuda_generator_tensors_size();
-    const int available = torch::cuda::is_available()
-                              ? static_cast<int>(torch::cuda::device_count())
-                              : 0;
+    const int available =
+        torch::cuda::is_available() ? torch_compat::CudaDeviceCount() : 0;
     std::vector<torch::Tensor> cuda_states;
     if (saved_cuda > 0 && available < saved_cuda) {
       std::fprintf(stderr,

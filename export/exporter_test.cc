@@ -27,6 +27,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "testing/runfiles.h"
 #include "trainer/architectures.h"
 
 namespace model_export {
@@ -40,9 +41,7 @@ std::string TestDirectory(const std::string& name) {
   return directory;
 }
 
-std::string Runfile(const std::string& path) {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/ckpt_project/" + path;
-}
+using testing_runfiles::Runfile;
 
 bool Exists(const std::string& path) {
   struct stat file_stat;
@@ -196,8 +195,9 @@ TEST_F(ExporterTest, PythonTorchJitLoadGivesTheSameBytes) {
   torch::Tensor input = torch::randn({6, 1, 28, 28});
   WriteFile(directory + "/input.raw", TensorBytes(input));
   CommandResult python = RunCommand(
-      "/usr/bin/python3 " + Runfile("export/testdata/run_torchscript.py") +
-      " " + options.output_path + " " + directory + "/input.raw 6,1,28,28 " +
+      testing_runfiles::TorchPython() + " " +
+      Runfile("export/testdata/run_torchscript.py") + " " +
+      options.output_path + " " + directory + "/input.raw 6,1,28,28 " +
       directory + "/output.raw " + directory + "/metadata.json");
   ASSERT_EQ(python.exit_code, 0) << python.stderr_text;
 

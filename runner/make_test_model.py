@@ -5,8 +5,12 @@ they depend on nothing but torch. Like `export`, the model is scripted,
 frozen in eval mode and saved with the metadata document as the extra file
 `metadata.json`.
 
-  /usr/bin/python3 make_test_model.py --out=model.pt [--kind=small|cnn]
-      [--no_metadata] [--metadata_json='{"input_shape": [2]}'] [--seed=0]
+  /usr/bin/python3 make_test_model.py --out=model.pt
+      [--kind=small|cnn|resnet50|resnet18] [--no_metadata]
+      [--metadata_json='{"input_shape": [2]}'] [--seed=0]
+
+resnet50 and resnet18 are torchvision's (random weights, 3x224x224 input),
+for GPU benchmarks; they need torchvision.
 """
 
 import argparse
@@ -49,7 +53,8 @@ class Cnn(torch.nn.Module):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--kind", choices=["small", "cnn"], default="small")
+    parser.add_argument("--kind", choices=["small", "cnn", "resnet50",
+                                           "resnet18"], default="small")
     parser.add_argument("--no_metadata", action="store_true")
     parser.add_argument("--metadata_json", default="",
                         help="JSON object merged over the default metadata")
@@ -57,10 +62,16 @@ def main():
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    model = (Small() if args.kind == "small" else Cnn()).eval()
-    frozen = torch.jit.freeze(torch.jit.script(model))
+    item_shape = [1, 28, 28]
+    if args.kind.startswith("resnet"):
+        import torchvision  # Only these kinds need it.
+        model = getattr(torchvision.models, args.kind)(num_classes=10)
+        item_shape = [3, 224, 224]
+    else:
+        model = Small() if args.kind == "small" else Cnn()
+    frozen = torch.jit.freeze(torch.jit.script(model.eval()))
     metadata = {
-        "input_shape": [1, 28, 28],
+        "input_shape": item_shape,
         "input_dtype": "float32",
         "normalization": {"mean": 0.2860, "std": 0.3530},
         "class_labels": LABELS,

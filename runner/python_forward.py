@@ -3,6 +3,13 @@
 cold-start timing), then a JSON summary.
 
   /usr/bin/python3 python_forward.py MODEL BATCH THREADS WARMUP RUNS
+      [DEVICE [ITEM_SHAPE]]
+
+DEVICE (default cpu) is where the model is loaded and run, with PyTorch's
+default settings. On a GPU each timed call is what `run --benchmark` does:
+the input, held in pinned CPU memory, is copied to the GPU, the model runs,
+and the output is copied back. ITEM_SHAPE is one item's shape, default
+1,28,28.
 """
 
 import json
@@ -15,15 +22,23 @@ import torch
 
 def main():
     model_path, batch, threads, warmup, runs = sys.argv[1:6]
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    shape = [int(n) for n in (sys.argv[7] if len(sys.argv) > 7
+                              else "1,28,28").split(",")]
     torch.set_num_threads(int(threads))
     start = time.perf_counter()
-    module = torch.jit.load(model_path).eval()
+    module = torch.jit.load(model_path, map_location=device).eval()
     load_ms = (time.perf_counter() - start) * 1000
-    x = torch.zeros(int(batch), 1, 28, 28)
+    x = torch.zeros(int(batch), *shape)
+    if device.type == "cuda":
+        x = x.pin_memory()
 
     def run_once():
         begin = time.perf_counter()
-        module(x)
+        if device.type == "cuda":
+            module(x.to(device, non_blocking=True)).cpu()
+        else:
+            module(x)
         return (time.perf_counter() - begin) * 1000
 
     with torch.inference_mode():

@@ -53,7 +53,11 @@ ABSL_FLAG(bool, digest, false,
 ABSL_FLAG(std::string, labels, "",
           "IDX labels file (gzipped or not): report accuracy over the input.");
 ABSL_FLAG(bool, deterministic, true,
-          "Deterministic algorithms, fixed thread count, no TF32.");
+          "Deterministic algorithms, cuDNN deterministic and benchmark off, "
+          "fixed thread count.");
+ABSL_FLAG(std::string, tf32, "default",
+          "TF32 on the GPU: default (LibTorch's: convolutions may use it, "
+          "matmuls not), on, or off (full float32).");
 ABSL_FLAG(bool, benchmark, false, "Measure load, first-run and run latency.");
 ABSL_FLAG(int, warmup, 10, "Benchmark warm-up runs.");
 ABSL_FLAG(int, runs, 100, "Benchmark timed runs (at least).");
@@ -99,6 +103,15 @@ std::unique_ptr<Session> OpenSession(const std::string& path, double* load_ms) {
   options.device = absl::GetFlag(FLAGS_device);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
+  const std::string tf32 = absl::GetFlag(FLAGS_tf32);
+  if (tf32 == "on") {
+    options.tf32 = RunnerOptions::Tf32::kOn;
+  } else if (tf32 == "off") {
+    options.tf32 = RunnerOptions::Tf32::kOff;
+  } else if (tf32 != "default") {
+    cli::ExitWithError(
+        absl::StrCat("--tf32=", tf32, ": expected default, on or off"));
+  }
   Clock::time_point start = Clock::now();
   std::unique_ptr<Session> session = ValueOrFail(Session::Open(path, options));
   if (load_ms != nullptr) *load_ms = MillisecondsSince(start);
@@ -146,6 +159,9 @@ int Predict(const std::string& model_path) {
   }
 
   torch::Tensor all = ToTensor(input);
+  // One copy into pinned memory, so that each batch reaches the GPU
+  // asynchronously (Session::Run).
+  if (session->device().is_cuda()) all = all.pin_memory();
   const int64_t items = input.shape[0];
   std::vector<torch::Tensor> outputs;
   Clock::time_point start = Clock::now();
@@ -288,6 +304,7 @@ int Benchmark(const std::string& model_path) {
   double load_ms = 0;
   std::unique_ptr<Session> session = OpenSession(model_path, &load_ms);
   torch::Tensor batch = BenchmarkBatch(*session, batch_size);
+  if (session->device().is_cuda()) batch = batch.pin_memory();
   auto run_once = [&]() {
     Clock::time_point start = Clock::now();
     absl::StatusOr<torch::Tensor> output = session->Run(batch);

@@ -7,7 +7,8 @@ runfiles="${TEST_SRCDIR}/ckpt_project"
 run="${runfiles}/runner/run"
 images="${TEST_SRCDIR}/fashion_mnist/t10k-images-idx3-ubyte.gz"
 labels="${TEST_SRCDIR}/fashion_mnist/t10k-labels-idx1-ubyte.gz"
-python=/usr/bin/python3
+# The Python whose torch matches the LibTorch this test was built with.
+python="${TEST_SRCDIR}/libtorch/python"
 tmp="${TEST_TMPDIR}"
 cd "${tmp}"
 

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "third_party/libtorch/torch_compat.h"
 
 namespace runner {
 namespace {
@@ -65,7 +66,7 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
             " requested but CUDA is not available (this LibTorch has no CUDA "
             "support or the machine has no usable GPU)"));
       }
-      int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+      int64_t count = torch_compat::CudaDeviceCount();
       if (device.has_index() && device.index() >= count) {
         return absl::FailedPreconditionError(
             absl::StrCat("device ", text, " requested but only ", count,
@@ -81,14 +82,23 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
 }
 
 void ApplyDeterminism() {
-  // cuBLAS reads this when it creates its handle; later changes are ignored.
-  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  if (torch_compat::kDeterministicCublasNeedsWorkspaceConfig) {
+    // cuBLAS reads this when it creates its handle; later changes are
+    // ignored.
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  }
   at::Context& context = at::globalContext();
   context.setDeterministicAlgorithms(true, /*warn_only=*/false);
   context.setBenchmarkCuDNN(false);
   context.setDeterministicCuDNN(true);
-  context.setAllowTF32CuBLAS(false);
-  context.setAllowTF32CuDNN(false);
+}
+
+void ApplyTf32(RunnerOptions::Tf32 tf32) {
+  if (tf32 == RunnerOptions::Tf32::kLibTorchDefault) return;
+  const bool allow = tf32 == RunnerOptions::Tf32::kOn;
+  at::Context& context = at::globalContext();
+  context.setAllowTF32CuBLAS(allow);
+  context.setAllowTF32CuDNN(allow);
 }
 
 // A TorchScript archive is a zip file; checking the signature first turns
@@ -146,6 +156,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Open(
   }
   // Before anything may initialise CUDA.
   if (options.deterministic) ApplyDeterminism();
+  ApplyTf32(options.tf32);
   absl::StatusOr<torch::Device> device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
 
@@ -235,7 +246,10 @@ absl::StatusOr<torch::Tensor> Session::Run(const torch::Tensor& input) const {
       c10::InferenceMode inference_mode;
       torch::jit::GraphOptimizerEnabledGuard no_reoptimization(false);
       std::vector<c10::IValue> inputs;
-      inputs.emplace_back(input.to(device_));
+      // From pinned memory the copy is asynchronous on the current stream;
+      // the output's copy back below waits for it and for the model.
+      const bool asynchronous = device_.is_cuda() && input.is_pinned();
+      inputs.emplace_back(input.to(device_, /*non_blocking=*/asynchronous));
       c10::IValue result = module_.forward(std::move(inputs));
       if (!result.isTensor()) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -255,6 +269,31 @@ absl::StatusOr<torch::Tensor> Session::Run(const torch::Tensor& input) const {
     // as std::runtime_error.
     return absl::InvalidArgumentError(
         absl::StrCat("running the model: ", FirstLine(error.what())));
+  }
+}
+
+absl::StatusOr<torch::Tensor> Session::NewInput(int64_t batch) const {
+  if (batch < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch must be at least 1, got ", batch));
+  }
+  if (!metadata_.has_value() || metadata_->input_shape.empty() ||
+      !input_dtype_.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_,
+                     ": the model's metadata has no input shape and "
+                     "dtype to size an input by"));
+  }
+  std::vector<int64_t> shape = metadata_->input_shape;
+  shape.insert(shape.begin(), batch);
+  try {
+    return torch::empty(shape, torch::TensorOptions()
+                                   .dtype(*input_dtype_)
+                                   .pinned_memory(device_.is_cuda()));
+  } catch (const c10::Error& error) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocating an input of shape ", ShapeToString(shape),
+                     ": ", ErrorText(error)));
   }
 }
 

@@ -25,13 +25,17 @@
 //     Open() when 0) and re-applies it on every Run() from any thread
 //     (OpenMP keeps the count per calling thread; a different count changes
 //     float results, pytorch #88718);
-//   - calls at::globalContext().setDeterministicAlgorithms(true, false),
-//     turns cuDNN benchmark off and cuDNN determinism on, and turns TF32
-//     off for cuBLAS and cuDNN;
-//   - sets CUBLAS_WORKSPACE_CONFIG=:4096:8 when it is unset, which cuBLAS
-//     needs for deterministic results. It must be in the environment before
-//     CUDA initialises: open the first Session before any other CUDA work,
-//     or export the variable yourself.
+//   - calls at::globalContext().setDeterministicAlgorithms(true, false) and
+//     turns cuDNN benchmark off and cuDNN determinism on;
+//   - with LibTorch 1.x only, sets CUBLAS_WORKSPACE_CONFIG=:4096:8 when it
+//     is unset (1.x refuses cuBLAS calls under deterministic algorithms
+//     without it). 2.x does not ask for it, and it cost about 145 us of host
+//     time per cuBLAS call on an H100 (2-3x slower inference for a small
+//     CNN) while outputs were bitwise reproducible without it; export it
+//     yourself before CUDA initialises if you want it.
+// TF32 is a precision choice, not a determinism one (TF32 kernels are as
+// reproducible as fp32 ones), so it has its own option, `tf32`, in force in
+// both modes.
 // These are process-wide LibTorch settings: they stay in force for the
 // rest of the process, for other Sessions and other LibTorch code alike.
 //
@@ -66,6 +70,12 @@ struct RunnerOptions {
   // Intra-op threads; 0 keeps LibTorch's current count.
   int threads = 0;
   bool deterministic = true;
+  // TF32 for float32 matmuls (cuBLAS) and convolutions (cuDNN) on GPUs that
+  // have it: faster, with a 10-bit mantissa. kLibTorchDefault leaves
+  // LibTorch's own defaults, which are PyTorch's: convolutions may use
+  // TF32, matmuls do not. Process-wide, like the determinism settings.
+  enum class Tf32 { kLibTorchDefault, kOff, kOn };
+  Tf32 tf32 = Tf32::kLibTorchDefault;
 };
 
 class Session {
@@ -83,7 +93,18 @@ class Session {
   // Runs the model on `input`. kInvalidArgument when the input's shape or
   // dtype does not match the metadata, or when the model itself rejects
   // it; the message says what was expected.
+  //
+  // On a CUDA session, a CPU input in pinned (page-locked) memory is copied
+  // to the GPU asynchronously; one in ordinary memory goes through the
+  // driver's slower staging. NewInput() makes a pinned one to fill.
   absl::StatusOr<torch::Tensor> Run(const torch::Tensor& input) const;
+
+  // A CPU tensor [batch, *input_shape] of the model's input dtype for the
+  // caller to fill and pass to Run(): in pinned memory on a CUDA session,
+  // ordinary memory otherwise; its contents are undefined. Reuse it across
+  // calls. kFailedPrecondition when the metadata has no input shape or
+  // dtype; kInvalidArgument when batch < 1.
+  absl::StatusOr<torch::Tensor> NewInput(int64_t batch) const;
 
   // Null when the archive carries no metadata.json.
   const ModelMetadata* metadata() const {

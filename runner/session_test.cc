@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runner/npy.h"
+#include "testing/runfiles.h"
 #include "torch/cuda.h"
 
 namespace runner {
@@ -23,8 +24,7 @@ std::string TempPath(const std::string& name) {
 }
 
 std::string ScriptPath(const std::string& name) {
-  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/ckpt_project/runner/",
-                      name);
+  return testing_runfiles::Runfile(absl::StrCat("runner/", name));
 }
 
 void RunOrDie(const std::string& command) {
@@ -39,7 +39,8 @@ std::string Bytes(const torch::Tensor& tensor) {
 class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::string make = "/usr/bin/python3 " + ScriptPath("make_test_model.py");
+    std::string make = testing_runfiles::TorchPython() + " " +
+                       ScriptPath("make_test_model.py");
     RunOrDie(make + " --out=" + TempPath("model.pt"));
     RunOrDie(make + " --no_metadata --out=" + TempPath("bare.pt"));
     RunOrDie(make + " --metadata_json='{\"input_shape\": \"x\"}' --out=" +
@@ -53,8 +54,9 @@ class SessionTest : public ::testing::Test {
               "np.save(sys.argv[2], x.numpy())\n"
               "np.save(sys.argv[3], m(x).detach().numpy())\n";
     script.close();
-    RunOrDie(absl::StrCat("/usr/bin/python3 ", TempPath("reference.py"), " ",
-                          TempPath("model.pt"), " ", TempPath("input.npy"), " ",
+    RunOrDie(absl::StrCat(testing_runfiles::TorchPython(), " ",
+                          TempPath("reference.py"), " ", TempPath("model.pt"),
+                          " ", TempPath("input.npy"), " ",
                           TempPath("expected.npy")));
   }
 

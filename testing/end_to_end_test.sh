@@ -22,7 +22,8 @@ export_bin="${runfiles}/export/export"
 run="${runfiles}/runner/run"
 ckpt="${runfiles}/checkpoint/ckpt"
 data_dir="${TEST_SRCDIR}/fashion_mnist"
-python=/usr/bin/python3
+# The Python whose torch matches the LibTorch this test was built with.
+python="${TEST_SRCDIR}/libtorch/python"
 work="${TEST_TMPDIR}/e2e"
 rm -rf "${work}"
 mkdir -p "${work}"

@@ -31,6 +31,7 @@
 #include "checkpoint/tensors.h"
 #include "checkpoint/training_state.h"
 #include "nlohmann/json.hpp"
+#include "third_party/libtorch/torch_compat.h"
 #include "trainer/architectures.h"
 #include "trainer/idx_reader.h"
 #include "trainer/loss_scaler.h"
@@ -403,10 +404,9 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
           "--device=", name,
           ": CUDA is not available (no GPU, or LibTorch built without CUDA)"));
     }
-    if (index < 0 ||
-        static_cast<size_t>(index) >= torch::cuda::device_count()) {
+    if (index < 0 || index >= torch_compat::CudaDeviceCount()) {
       return UsageError(absl::StrCat("--device=", name, ": only ",
-                                     torch::cuda::device_count(),
+                                     torch_compat::CudaDeviceCount(),
                                      " CUDA device(s)"));
     }
     return torch::Device(torch::kCUDA, static_cast<int8_t>(index));
@@ -838,10 +838,10 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
     optimizer_->zero_grad();
     torch::Tensor logits;
     if (options_.amp) {
-      at::autocast::set_enabled(true);
+      torch_compat::SetCudaAutocastEnabled(true);
       logits = model_.forward({images}).toTensor();
       at::autocast::clear_cache();
-      at::autocast::set_enabled(false);
+      torch_compat::SetCudaAutocastEnabled(false);
       logits = logits.to(torch::kFloat);
     } else {
       logits = model_.forward({images}).toTensor();

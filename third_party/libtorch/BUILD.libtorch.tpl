@@ -21,3 +21,6 @@ cc_library(
     ],
     linkopts = %{linkopts},
 )
+
+# /usr/bin/python3 with the torch matching this LibTorch first on its path.
+exports_files(["python"])

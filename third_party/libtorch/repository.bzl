@@ -6,6 +6,13 @@ distribution, for example the CUDA build, point the build at its root:
 
     tools/bazel build --repo_env=LIBTORCH_HOME=/opt/libtorch //...
 
+A relative LIBTORCH_HOME is taken from the workspace root; `--config=torch2`
+(.bazelrc) points it at the torch wheel tools/bazel installs under
+third_party/torch2/site. Such a wheel's directory is also a Python package:
+`@libtorch//:python` is then /usr/bin/python3 with that torch first on its
+path, so that interop tests compare against the same version's Python. With
+Debian's LibTorch it is /usr/bin/python3 itself (python3-torch).
+
 The C++ ABI (`_GLIBCXX_USE_CXX11_ABI`) our code is compiled with must match
 the one LibTorch was built with, or linking fails with undefined `c10::Error`
 symbols. It is read off libc10.so (symbols containing `__cxx11` mean ABI 1);
@@ -31,6 +38,9 @@ def _detect_cxx11_abi(repository_ctx, lib_dir):
 
 def _libtorch_impl(repository_ctx):
     home = repository_ctx.os.environ.get("LIBTORCH_HOME", "")
+    if home and not home.startswith("/"):
+        workspace_root = repository_ctx.path(Label("@//:WORKSPACE")).dirname
+        home = "%s/%s" % (workspace_root, home)
     if home:
         include_dir = home + "/include"
         lib_dir = home + "/lib"
@@ -59,7 +69,13 @@ def _libtorch_impl(repository_ctx):
     # --no-as-needed: libtorch_cuda registers its kernels in static
     # initializers; a binary that never names one of its symbols would
     # otherwise drop it and see no GPU.
-    linkopts = ["-L" + lib_dir, "-Wl,-rpath," + lib_dir, "-Wl,--no-as-needed"]
+    #
+    # -lstdc++ first: the PyPI wheel's libtorch_cpu.so and libtorch.so export
+    # their own copies of std::filesystem, and a binary that loads LibTorch
+    # ahead of the C++ runtime binds to them; std::filesystem::remove_all then
+    # crashed (SIGSEGV) on an existing directory. Listing libstdc++ first puts
+    # it ahead of LibTorch in the dynamic linker's search order.
+    linkopts = ["-L" + lib_dir, "-Wl,-rpath," + lib_dir, "-Wl,--no-as-needed", "-lstdc++"]
     linkopts += ["-l" + name for name in libraries + cuda_libraries]
     linkopts += ["-Wl,--as-needed", "-lpthread"]
 
@@ -67,6 +83,19 @@ def _libtorch_impl(repository_ctx):
     defines = ["_GLIBCXX_USE_CXX11_ABI=" + abi]
     if has_cuda:
         defines.append("CHECKPOINT_WITH_CUDA=1")
+
+    # The Python that matches this LibTorch (see the module docstring).
+    python_path = ""
+    site_dir = repository_ctx.path(home).dirname if home else None
+    if site_dir and repository_ctx.path("%s/torch/__init__.py" % site_dir).exists:
+        python_path = str(site_dir)
+    repository_ctx.file("python", "\n".join([
+        "#!/bin/sh",
+        "# Python with the torch that matches @libtorch.",
+        ("PYTHONPATH='%s'${PYTHONPATH:+:$PYTHONPATH} " % python_path if python_path else "") +
+        'exec /usr/bin/python3 "$@"',
+        "",
+    ]), executable = True)
 
     repository_ctx.template("BUILD.bazel", Label("//third_party/libtorch:BUILD.libtorch.tpl"), {
         "%{linkopts}": repr(linkopts),
