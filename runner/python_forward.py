@@ -25,7 +25,8 @@ def main():
     device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
     shape = [int(n) for n in (sys.argv[7] if len(sys.argv) > 7
                               else "1,28,28").split(",")]
-    torch.set_num_threads(int(threads))
+    if int(threads) > 0:  # 0 keeps PyTorch's default, as `run` does.
+        torch.set_num_threads(int(threads))
     start = time.perf_counter()
     module = torch.jit.load(model_path, map_location=device).eval()
     load_ms = (time.perf_counter() - start) * 1000

@@ -104,14 +104,8 @@ std::unique_ptr<Session> OpenSession(const std::string& path, double* load_ms) {
   options.threads = absl::GetFlag(FLAGS_threads);
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
   const std::string tf32 = absl::GetFlag(FLAGS_tf32);
-  if (tf32 == "on") {
-    options.tf32 = RunnerOptions::Tf32::kOn;
-  } else if (tf32 == "off") {
-    options.tf32 = RunnerOptions::Tf32::kOff;
-  } else if (tf32 != "default") {
-    cli::ExitWithError(
-        absl::StrCat("--tf32=", tf32, ": expected default, on or off"));
-  }
+  if (tf32 == "on") options.tf32 = RunnerOptions::Tf32::kOn;
+  if (tf32 == "off") options.tf32 = RunnerOptions::Tf32::kOff;
   Clock::time_point start = Clock::now();
   std::unique_ptr<Session> session = ValueOrFail(Session::Open(path, options));
   if (load_ms != nullptr) *load_ms = MillisecondsSince(start);
@@ -377,6 +371,11 @@ void CheckUsage(const std::vector<std::string>& positional) {
   }
   if (!absl::GetFlag(FLAGS_benchmark) && absl::GetFlag(FLAGS_input).empty()) {
     cli::ExitWithError("--input is required (except with --benchmark)");
+  }
+  const std::string tf32 = absl::GetFlag(FLAGS_tf32);
+  if (tf32 != "default" && tf32 != "on" && tf32 != "off") {
+    cli::ExitWithError(
+        absl::StrCat("--tf32 must be default, on or off, got '", tf32, "'"));
   }
   const std::string device = absl::GetFlag(FLAGS_device);
   if (device != "cpu" && device != "cuda" && device.rfind("cuda:", 0) != 0) {

@@ -181,6 +181,7 @@ expect_error "no model" 2 "--model is required" --input=item.npy
 expect_error "no input" 2 "--input is required" --model=model.pt
 expect_error "batch size" 2 "--batch_size must be >= 1" --model=model.pt --input=item.npy --batch_size=0
 expect_error "device" 2 "--device must be cpu, cuda or cuda:N" --model=model.pt --input=item.npy --device=tpu
+expect_error "tf32" 2 "--tf32 must be default, on or off, got 'fast'" --model=model.pt --input=item.npy --tf32=fast
 expect_error "positional" 2 "unexpected argument 'extra'" --model=model.pt --input=item.npy extra
 ls no 2>/dev/null && fail "a failed --output left something behind"
 

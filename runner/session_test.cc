@@ -120,6 +120,46 @@ TEST_F(SessionTest, SameInputAndThreadsGiveIdenticalBytes) {
   }
 }
 
+TEST_F(SessionTest, NewInputIsSizedByTheMetadataAndRuns) {
+  std::unique_ptr<Session> session = OpenOrDie("model.pt");
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<torch::Tensor> input = session->NewInput(5);
+  ASSERT_TRUE(input.ok()) << input.status();
+  EXPECT_EQ(input->sizes().vec(), (std::vector<int64_t>{5, 1, 28, 28}));
+  EXPECT_EQ(input->scalar_type(), torch::kFloat);
+  EXPECT_TRUE(input->device().is_cpu());
+  // Pinned memory is for CUDA sessions only.
+  EXPECT_FALSE(input->is_pinned());
+  input->copy_(LoadNpy("input.npy"));
+  absl::StatusOr<torch::Tensor> output = session->Run(*input);
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_TRUE(torch::allclose(*output, LoadNpy("expected.npy"), 1e-5, 1e-6));
+
+  EXPECT_EQ(session->NewInput(0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::unique_ptr<Session> bare = OpenOrDie("bare.pt");
+  ASSERT_NE(bare, nullptr);
+  EXPECT_EQ(bare->NewInput(1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SessionTest, Tf32OptionLeavesCpuResultsAlone) {
+  RunnerOptions options;
+  options.threads = 1;
+  options.tf32 = RunnerOptions::Tf32::kOff;
+  std::unique_ptr<Session> off = OpenOrDie("model.pt", options);
+  options.tf32 = RunnerOptions::Tf32::kOn;
+  std::unique_ptr<Session> on = OpenOrDie("model.pt", options);
+  ASSERT_NE(off, nullptr);
+  ASSERT_NE(on, nullptr);
+  EXPECT_TRUE(at::globalContext().allowTF32CuDNN());
+  torch::Tensor input = LoadNpy("input.npy");
+  absl::StatusOr<torch::Tensor> a = off->Run(input);
+  absl::StatusOr<torch::Tensor> b = on->Run(input);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(Bytes(*a), Bytes(*b));
+}
+
 TEST_F(SessionTest, ConcurrentRunsFromSeveralThreadsAgree) {
   RunnerOptions options;
   options.threads = 1;

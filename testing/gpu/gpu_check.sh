@@ -352,13 +352,16 @@ if needs_device benchmark; then
     model="${spec%%:*}"
     shape="${spec#*:}"
     for batch in 1 64; do
-      p50() { "${python}" -c 'import json, sys; t = sys.stdin.read(); print("%.4f" % json.loads(t[t.index("{"):])["latency_ms"]["p50"])'; }
+      p50() { "${python}" -c 'import json, sys; t = sys.stdin.read(); print("%.4f" % json.loads(t[t.index("{"):])["latency_ms"]["p50"])' 2>/dev/null || echo 0; }
       det="$("${bin}/run" --model="${model}" --benchmark --json --device="${device}" --batch_size="${batch}" --runs="${runs}" --warmup=20 2>/dev/null | p50)"
       nondet="$("${bin}/run" --model="${model}" --benchmark --json --device="${device}" --batch_size="${batch}" --runs="${runs}" --warmup=20 --deterministic=false 2>/dev/null | p50)"
       py="$("${python}" "${scripts}/python_forward.py" "${model}" "${batch}" 0 20 "${runs}" "${device}" "${shape}" 2>/dev/null | p50)"
       line="$("${python}" -c "
 det, nondet, py = ${det:-0}, ${nondet:-0}, ${py:-0}
-ok = det > 0 and nondet > 0 and py > 0 and det <= 1.10 * nondet and det <= py
+if min(det, nondet, py) <= 0:
+    print(f'FAIL a measurement failed (p50 ms: runner deterministic {det}, non-deterministic {nondet}, Python {py})')
+    raise SystemExit
+ok = det <= 1.10 * nondet and det <= py
 print(('PASS' if ok else 'FAIL') + f' p50 ms: runner deterministic {det:.3f}, non-deterministic {nondet:.3f}, Python {py:.3f}; deterministic/non-deterministic {det / max(nondet, 1e-9):.3f}x, runner/Python {det / max(py, 1e-9):.3f}x')
 ")"
       [[ "${line}" == PASS* ]] || bench_failed=1
