@@ -4,6 +4,9 @@
 #
 #   testing/gpu/bundle.sh [OUT_DIR]
 #
+# BUNDLE_BUILD_FLAGS (default "-c opt") are the build flags besides
+# --config=torch2.
+#
 #   OUT_DIR/bin/    train, ckpt, export, run, cuda_test, libtorch_linked_test
 #                   (-c opt, --config=torch2: the pinned torch 2.11.0 wheel)
 #   OUT_DIR/lib/    the Debian shared libraries they load besides glibc,
@@ -19,8 +22,9 @@ out="${1:-${root}/gpu_bundle}"
 cd "${root}"
 targets=(//trainer:train //checkpoint:ckpt //export //runner:run
   //checkpoint:cuda_test //checkpoint:libtorch_linked_test)
-tools/bazel build -c opt --config=torch2 "${targets[@]}" >&2
-bin_dir="$(tools/bazel info -c opt --config=torch2 bazel-bin 2>/dev/null)"
+read -r -a flags <<<"${BUNDLE_BUILD_FLAGS--c opt}"
+tools/bazel build "${flags[@]}" --config=torch2 "${targets[@]}" >&2
+bin_dir="$(tools/bazel info "${flags[@]}" --config=torch2 bazel-bin 2>/dev/null)"
 
 rm -rf "${out}"
 mkdir -p "${out}/bin" "${out}/lib" "${out}/data"
@@ -33,8 +37,13 @@ for binary in "${out}"/bin/*; do
   ldd "${binary}" | awk '$3 ~ /^\// { print $3 }'
 done | sort -u | while read -r library; do
   case "${library}" in
-    */torch2/site/* | /usr/local/cuda* | */libc.so* | */libm.so* | */libstdc++.so* | \
-      */libgcc_s.so* | */libpthread.so* | */libdl.so* | */librt.so* | */ld-linux*) ;;
+    # LibTorch's wheel, and CUDA's libraries (that machine's torch brings
+    # its own, which a copy of ours would shadow).
+    */torch2/site/* | /usr/local/cuda* | */libcu* | */libnv* | */libnccl* | \
+      */libcudnn*) ;;
+    # The C and C++ runtime.
+    */libc.so* | */libm.so* | */libstdc++.so* | */libgcc_s.so* | \
+      */libpthread.so* | */libdl.so* | */librt.so* | */libutil.so* | */ld-linux*) ;;
     *) cp -L "${library}" "${out}/lib/" ;;
   esac
 done
