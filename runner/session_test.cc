@@ -160,6 +160,33 @@ TEST_F(SessionTest, Tf32OptionLeavesCpuResultsAlone) {
   EXPECT_EQ(Bytes(*a), Bytes(*b));
 }
 
+// Needs a GPU. A CUDA session: pinned inputs from NewInput, outputs close
+// to the CPU's with the same classes, and the same bytes run after run in
+// deterministic mode.
+TEST_F(SessionTest, CudaSessionMatchesCpuAndRepeatsItself) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "skipped: no CUDA device";
+  RunnerOptions options;
+  options.device = "cuda";
+  std::unique_ptr<Session> cuda = OpenOrDie("model.pt", options);
+  std::unique_ptr<Session> cpu = OpenOrDie("model.pt");
+  ASSERT_NE(cuda, nullptr);
+  ASSERT_NE(cpu, nullptr);
+  absl::StatusOr<torch::Tensor> input = cuda->NewInput(5);
+  ASSERT_TRUE(input.ok()) << input.status();
+  EXPECT_TRUE(input->is_pinned());
+  input->copy_(LoadNpy("input.npy"));
+  absl::StatusOr<torch::Tensor> first = cuda->Run(*input);
+  absl::StatusOr<torch::Tensor> second = cuda->Run(*input);
+  absl::StatusOr<torch::Tensor> pageable = cuda->Run(LoadNpy("input.npy"));
+  absl::StatusOr<torch::Tensor> reference = cpu->Run(LoadNpy("input.npy"));
+  ASSERT_TRUE(first.ok() && second.ok() && pageable.ok() && reference.ok());
+  EXPECT_TRUE(first->device().is_cpu());
+  EXPECT_EQ(Bytes(*first), Bytes(*second));
+  EXPECT_EQ(Bytes(*first), Bytes(*pageable));
+  EXPECT_TRUE(torch::allclose(*first, *reference, 1e-4, 1e-4));
+  EXPECT_TRUE(torch::equal(first->argmax(1), reference->argmax(1)));
+}
+
 TEST_F(SessionTest, ConcurrentRunsFromSeveralThreadsAgree) {
   RunnerOptions options;
   options.threads = 1;
