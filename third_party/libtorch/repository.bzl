@@ -47,6 +47,8 @@ def _libtorch_impl(repository_ctx):
     else:
         include_dir = _DEBIAN_INCLUDE
         lib_dir = _DEBIAN_LIB
+    if home.endswith("third_party/torch2/site/torch") and not repository_ctx.path(home).exists:
+        fail("LibTorch 2.11 is not installed in %s: run the build through tools/bazel, which installs it for --config=torch2" % home)
     if not repository_ctx.path(include_dir + "/torch/csrc/api/include/torch/torch.h").exists:
         fail("LibTorch headers not found under %s: install Debian's libtorch-dev or set --repo_env=LIBTORCH_HOME to a LibTorch distribution" % include_dir)
     if not repository_ctx.path(lib_dir + "/libtorch.so").exists:
