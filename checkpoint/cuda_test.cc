@@ -2,16 +2,13 @@
 // box and back onto the GPU with the same bytes, asynchronously saved state
 // included, and the CUDA RNG state round-trips. Tagged "gpu": without a
 // CUDA device every test reports "skipped: no CUDA device" (the suite runs
-// them on every build; testing/gpu_check.sh covers the binaries).
-#include "torch/cuda.h"
-
-#include <filesystem>
+// them on every build; testing/gpu/gpu_check.sh covers the binaries).
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "checkpoint/tensors.h"
 #include "checkpoint/training_state.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 #include "torch/torch.h"
 
 namespace checkpoint {
@@ -21,12 +18,6 @@ class CudaCheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!torch::cuda::is_available()) GTEST_SKIP() << "skipped: no CUDA device";
-  }
-
-  static std::string FreshPath(const std::string& name) {
-    std::string path = absl::StrCat(::testing::TempDir(), "/", name);
-    std::filesystem::remove_all(path);
-    return path;
   }
 
   static CheckpointState CudaState() {
@@ -52,7 +43,7 @@ void ExpectSameTensors(const NamedTensors& expected, const NamedTensors& got,
 }
 
 TEST_F(CudaCheckpointTest, GpuCheckpointLoadsOnCpuAndGpu) {
-  const std::string path = FreshPath("cuda_sync");
+  const std::string path = test_paths::FreshDir("cuda_sync");
   CheckpointState state = CudaState();
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   absl::StatusOr<CheckpointState> on_cpu = LoadCheckpoint(path);
@@ -68,7 +59,7 @@ TEST_F(CudaCheckpointTest, GpuCheckpointLoadsOnCpuAndGpu) {
 }
 
 TEST_F(CudaCheckpointTest, AsyncSaveSnapshotsGpuTensors) {
-  const std::string path = FreshPath("cuda_async");
+  const std::string path = test_paths::FreshDir("cuda_async");
   CheckpointState state = CudaState();
   CheckpointState expected;
   for (const auto& [name, tensor] : state.tensors) {

@@ -8,11 +8,11 @@
 #include <fstream>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "checkpoint/manager.h"
 #include "checkpoint/tensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 #include "torch/torch.h"
 
 namespace checkpoint {
@@ -21,12 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 
-std::string FreshDir(const std::string& name) {
-  std::string dir = absl::StrCat(::testing::TempDir(), "/", name);
-  std::error_code ignored;
-  fs::remove_all(dir, ignored);
-  return dir;
-}
+using test_paths::FreshDir;
 
 CheckpointState StateWithStep(int64_t step) {
   CheckpointState state;

@@ -18,6 +18,7 @@
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
@@ -28,11 +29,7 @@ using ::testing::HasSubstr;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string FreshDir(const std::string& name) {
-  std::string dir = absl::StrCat(::testing::TempDir(), "/", name);
-  fs::remove_all(dir);
-  return dir;
-}
+using test_paths::FreshDir;
 
 proto::Metadata MakeMetadata(
     int64_t epoch, int64_t step, double value,

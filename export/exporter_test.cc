@@ -27,7 +27,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "testing/runfiles.h"
+#include "testing/test_paths.h"
 #include "trainer/architectures.h"
 
 namespace model_export {
@@ -41,7 +41,7 @@ std::string TestDirectory(const std::string& name) {
   return directory;
 }
 
-using testing_runfiles::Runfile;
+using test_paths::Runfile;
 
 bool Exists(const std::string& path) {
   struct stat file_stat;
@@ -195,7 +195,7 @@ TEST_F(ExporterTest, PythonTorchJitLoadGivesTheSameBytes) {
   torch::Tensor input = torch::randn({6, 1, 28, 28});
   WriteFile(directory + "/input.raw", TensorBytes(input));
   CommandResult python = RunCommand(
-      testing_runfiles::TorchPython() + " " +
+      test_paths::TorchPython() + " " +
       Runfile("export/testdata/run_torchscript.py") + " " +
       options.output_path + " " + directory + "/input.raw 6,1,28,28 " +
       directory + "/output.raw " + directory + "/metadata.json");

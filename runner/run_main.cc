@@ -20,6 +20,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -98,14 +99,21 @@ std::string ClassName(const Session& session, int64_t index) {
   return absl::StrCat("class ", index);
 }
 
+// --tf32's value, or nullopt when it is not default, on or off.
+std::optional<RunnerOptions::Tf32> ParseTf32(const std::string& text) {
+  if (text == "default") return RunnerOptions::Tf32::kLibTorchDefault;
+  if (text == "on") return RunnerOptions::Tf32::kOn;
+  if (text == "off") return RunnerOptions::Tf32::kOff;
+  return std::nullopt;
+}
+
 std::unique_ptr<Session> OpenSession(const std::string& path, double* load_ms) {
   RunnerOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
-  const std::string tf32 = absl::GetFlag(FLAGS_tf32);
-  if (tf32 == "on") options.tf32 = RunnerOptions::Tf32::kOn;
-  if (tf32 == "off") options.tf32 = RunnerOptions::Tf32::kOff;
+  // CheckUsage has refused any other value.
+  options.tf32 = ParseTf32(absl::GetFlag(FLAGS_tf32)).value();
   Clock::time_point start = Clock::now();
   std::unique_ptr<Session> session = ValueOrFail(Session::Open(path, options));
   if (load_ms != nullptr) *load_ms = MillisecondsSince(start);
@@ -372,8 +380,8 @@ void CheckUsage(const std::vector<std::string>& positional) {
   if (!absl::GetFlag(FLAGS_benchmark) && absl::GetFlag(FLAGS_input).empty()) {
     cli::ExitWithError("--input is required (except with --benchmark)");
   }
-  const std::string tf32 = absl::GetFlag(FLAGS_tf32);
-  if (tf32 != "default" && tf32 != "on" && tf32 != "off") {
+  if (const std::string tf32 = absl::GetFlag(FLAGS_tf32);
+      !ParseTf32(tf32).has_value()) {
     cli::ExitWithError(
         absl::StrCat("--tf32 must be default, on or off, got '", tf32, "'"));
   }

@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runner/npy.h"
-#include "testing/runfiles.h"
+#include "testing/test_paths.h"
 #include "torch/cuda.h"
 
 namespace runner {
@@ -24,7 +24,7 @@ std::string TempPath(const std::string& name) {
 }
 
 std::string ScriptPath(const std::string& name) {
-  return testing_runfiles::Runfile(absl::StrCat("runner/", name));
+  return test_paths::Runfile(absl::StrCat("runner/", name));
 }
 
 void RunOrDie(const std::string& command) {
@@ -39,8 +39,8 @@ std::string Bytes(const torch::Tensor& tensor) {
 class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::string make = testing_runfiles::TorchPython() + " " +
-                       ScriptPath("make_test_model.py");
+    std::string make =
+        test_paths::TorchPython() + " " + ScriptPath("make_test_model.py");
     RunOrDie(make + " --out=" + TempPath("model.pt"));
     RunOrDie(make + " --no_metadata --out=" + TempPath("bare.pt"));
     RunOrDie(make + " --metadata_json='{\"input_shape\": \"x\"}' --out=" +
@@ -54,7 +54,7 @@ class SessionTest : public ::testing::Test {
               "np.save(sys.argv[2], x.numpy())\n"
               "np.save(sys.argv[3], m(x).detach().numpy())\n";
     script.close();
-    RunOrDie(absl::StrCat(testing_runfiles::TorchPython(), " ",
+    RunOrDie(absl::StrCat(test_paths::TorchPython(), " ",
                           TempPath("reference.py"), " ", TempPath("model.pt"),
                           " ", TempPath("input.npy"), " ",
                           TempPath("expected.npy")));

@@ -349,11 +349,13 @@ if needs_device benchmark; then
   fi
   runs=200
   ((quick)) && runs=30
+  # The p50 latency of a `run --benchmark --json` or python_forward.py
+  # report on stdin; 0 when there is none.
+  p50() { "${python}" -c 'import json, sys; t = sys.stdin.read(); print("%.4f" % json.loads(t[t.index("{"):])["latency_ms"]["p50"])' 2>/dev/null || echo 0; }
   for spec in "${models[@]}"; do
     model="${spec%%:*}"
     shape="${spec#*:}"
     for batch in 1 64; do
-      p50() { "${python}" -c 'import json, sys; t = sys.stdin.read(); print("%.4f" % json.loads(t[t.index("{"):])["latency_ms"]["p50"])' 2>/dev/null || echo 0; }
       det="$("${bin}/run" --model="${model}" --benchmark --json --device="${device}" --batch_size="${batch}" --runs="${runs}" --warmup=20 2>/dev/null | p50)"
       nondet="$("${bin}/run" --model="${model}" --benchmark --json --device="${device}" --batch_size="${batch}" --runs="${runs}" --warmup=20 --deterministic=false 2>/dev/null | p50)"
       py="$("${python}" "${scripts}/python_forward.py" "${model}" "${batch}" 0 20 "${runs}" "${device}" "${shape}" 2>/dev/null | p50)"
