@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/manifest_file.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
@@ -57,15 +59,20 @@ class CorruptionTest : public ::testing::Test {
   std::string ManifestPath() const { return path_ + "/manifest.pb"; }
 
   proto::Manifest Manifest() const {
-    proto::Manifest manifest;
-    EXPECT_TRUE(manifest.ParseFromString(ReadFile(ManifestPath())));
-    return manifest;
+    absl::StatusOr<proto::Manifest> manifest =
+        DecodeManifestFile(ReadFile(ManifestPath()));
+    EXPECT_TRUE(manifest.ok()) << manifest.status();
+    return manifest.ok() ? *manifest : proto::Manifest();
   }
 
   void EditManifest(const std::function<void(proto::Manifest&)>& edit) {
     proto::Manifest manifest = Manifest();
     edit(manifest);
-    WriteFile(ManifestPath(), manifest.SerializeAsString());
+    // Re-encoded with a valid checksum: the reader's rules, not the
+    // checksum, must catch what the edit broke.
+    absl::StatusOr<std::string> encoded = EncodeManifestFile(manifest);
+    ASSERT_TRUE(encoded.ok()) << encoded.status();
+    WriteFile(ManifestPath(), *encoded);
   }
 
   // Open() must fail with `code` and a message containing `text`.
@@ -164,15 +171,26 @@ TEST_F(CorruptionTest, MissingDirectory) {
 }
 
 TEST_F(CorruptionTest, GarbageManifest) {
-  WriteFile(ManifestPath(), "\xff\xff\xff\xff garbage \x01\x02");
+  WriteFile(ManifestPath(), std::string(64, '\xff'));
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "bad magic");
+}
+
+TEST_F(CorruptionTest, WellFramedGarbageDoesNotParse) {
+  WriteFile(ManifestPath(), FrameManifestPayload("\xff\xff\xff\xff garbage"));
   ExpectOpenFails(absl::StatusCode::kDataLoss, "does not parse");
 }
 
 TEST_F(CorruptionTest, InvalidUtf8NameIsRefusedWithoutLogSpam) {
-  EditManifest([](proto::Manifest& m) {
-    // Serialization does not check; parsing (proto3) does.
-    m.mutable_tensors(0)->set_name("fc.\xff\xfe");
-  });
+  proto::Manifest manifest = Manifest();
+  manifest.mutable_tensors(0)->set_name("fc.\xff\xfe");
+  std::string payload;
+  {
+    // Serialization only logs invalid UTF-8; parsing (proto3) refuses it.
+    ::testing::internal::CaptureStderr();
+    payload = manifest.SerializeAsString();
+    ::testing::internal::GetCapturedStderr();
+  }
+  WriteFile(ManifestPath(), FrameManifestPayload(payload));
   ::testing::internal::CaptureStderr();
   auto reader = CheckpointReader::Open(path_);
   const std::string logged = ::testing::internal::GetCapturedStderr();
@@ -181,9 +199,36 @@ TEST_F(CorruptionTest, InvalidUtf8NameIsRefusedWithoutLogSpam) {
   EXPECT_EQ(logged, "");
 }
 
-TEST_F(CorruptionTest, EmptyManifestHasNoFormatVersion) {
+TEST_F(CorruptionTest, EmptyManifestIsShorterThanTheHeader) {
   WriteFile(ManifestPath(), "");
-  ExpectOpenFails(absl::StatusCode::kDataLoss, "format_version 0");
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "shorter than the 32-byte");
+}
+
+// What "parses" means is fixed by the format, not by protobuf's leniency:
+// only the canonical encoding of a message is accepted.
+TEST_F(CorruptionTest, NonCanonicalEncodingsAreRefused) {
+  const std::string payload = Manifest().SerializeAsString();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      // Unknown field 99 (varint 1) appended.
+      {"unknown field", payload + std::string("\x98\x06\x01", 3)},
+      // format_version repeated: protobuf keeps the last one.
+      {"repeated field", payload + std::string("\x08\x02", 2)},
+      // format_version = 2^32 + 2, which a uint32 reads as 2.
+      {"over-long varint",
+       std::string("\x08\x82\x80\x80\x80\x10", 6) + payload.substr(2)},
+  };
+  for (const auto& [what, bytes] : cases) {
+    SCOPED_TRACE(what);
+    WriteFile(ManifestPath(), FrameManifestPayload(bytes));
+    ExpectOpenFails(absl::StatusCode::kDataLoss, "canonical encoding");
+  }
+}
+
+TEST_F(CorruptionTest, FormatVersion1IsRefusedNamingTheConversion) {
+  proto::Manifest manifest = Manifest();
+  manifest.set_format_version(1);
+  WriteFile(ManifestPath(), manifest.SerializeAsString());
+  ExpectOpenFails(absl::StatusCode::kFailedPrecondition, "ckpt upgrade");
 }
 
 TEST_F(CorruptionTest, OversizedManifestIsRefusedBeforeReading) {
@@ -193,10 +238,18 @@ TEST_F(CorruptionTest, OversizedManifestIsRefusedBeforeReading) {
 }
 
 TEST_F(CorruptionTest, NewerFormatVersion) {
-  EditManifest([](proto::Manifest& m) { m.set_format_version(7); });
+  proto::Manifest manifest = Manifest();
+  manifest.set_format_version(7);
+  WriteFile(ManifestPath(),
+            FrameManifestPayload(manifest.SerializeAsString(), 7));
   ExpectOpenFails(absl::StatusCode::kFailedPrecondition,
                   "written by a newer format version 7; this reader "
-                  "supports up to 1");
+                  "supports up to 2");
+}
+
+TEST_F(CorruptionTest, PayloadVersionMustMatchTheHeader) {
+  EditManifest([](proto::Manifest& m) { m.set_format_version(1); });
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "differs from the header");
 }
 
 TEST_F(CorruptionTest, AlignmentNotAPowerOfTwo) {
@@ -315,6 +368,188 @@ TEST_F(CorruptionTest, DataFileSymlinkIsNotFollowed) {
   ASSERT_EQ(::symlink("../real.bin", DataPath().c_str()), 0);
   auto reader = CheckpointReader::Open(path_);
   EXPECT_FALSE(reader.ok());
+}
+
+// Readers never block on a FIFO and never follow a symlinked file.
+TEST_F(CorruptionTest, FifoManifestIsRefusedWithoutBlocking) {
+  ASSERT_EQ(::unlink(ManifestPath().c_str()), 0);
+  ASSERT_EQ(::mkfifo(ManifestPath().c_str(), 0644), 0);
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "is a FIFO");
+}
+
+TEST_F(CorruptionTest, FifoDataFileIsRefusedWithoutBlocking) {
+  ASSERT_EQ(::unlink(DataPath().c_str()), 0);
+  ASSERT_EQ(::mkfifo(DataPath().c_str(), 0644), 0);
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "is a FIFO");
+}
+
+TEST_F(CorruptionTest, SymlinkedManifestIsNotFollowed) {
+  ASSERT_EQ(::rename(ManifestPath().c_str(), (dir_ + "/real.pb").c_str()), 0);
+  ASSERT_EQ(::symlink("../real.pb", ManifestPath().c_str()), 0);
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "is a symlink");
+}
+
+TEST_F(CorruptionTest, TemporaryDirectoryIsNeverACheckpoint) {
+  const std::string temporary = dir_ + "/.tmp-ckpt-1-2";
+  ASSERT_EQ(::rename(path_.c_str(), temporary.c_str()), 0);
+  auto reader = CheckpointReader::Open(temporary);
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(reader.status().message(), HasSubstr("uncommitted temporary"));
+  // Nor through a symlink with an innocent name.
+  ASSERT_EQ(::symlink(".tmp-ckpt-1-2", path_.c_str()), 0);
+  EXPECT_EQ(CheckpointReader::Open(path_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CorruptionTest, BoolByteOtherThanZeroOrOneIsRefused) {
+  const std::string path = dir_ + "/bools";
+  {
+    auto writer = CheckpointWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    const char bytes[] = {0, 1, 1};
+    ASSERT_TRUE((*writer)->AddTensor("mask", proto::BOOL, {3}, bytes).ok());
+    const char bad[] = {0, 2, 1};
+    EXPECT_EQ((*writer)->AddTensor("bad", proto::BOOL, {3}, bad).code(),
+              absl::StatusCode::kInvalidArgument);
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+  // A 2 with a matching checksum: only the bool rule can catch it.
+  path_ = path;
+  std::string data = ReadFile(DataPath());
+  data[Manifest().tensors(0).offset() + 1] = 2;
+  WriteFile(DataPath(), data);
+  EditManifest([&](proto::Manifest& m) {
+    m.mutable_tensors(0)->set_xxh3_64(XXH3_64bits(
+        data.data() + m.tensors(0).offset(), m.tensors(0).size_bytes()));
+  });
+  for (bool use_mmap : {false, true}) {
+    for (bool verify : {false, true}) {
+      ReaderOptions options;
+      options.use_mmap = use_mmap;
+      options.verify_checksums = verify;
+      auto reader = CheckpointReader::Open(path_, options);
+      ASSERT_TRUE(reader.ok()) << reader.status();
+      std::vector<char> bytes(3);
+      absl::Status read = (*reader)->ReadTensor(*(*reader)->FindTensor("mask"),
+                                                absl::MakeSpan(bytes));
+      EXPECT_EQ(read.code(), absl::StatusCode::kDataLoss);
+      EXPECT_THAT(read.message(), HasSubstr("element 1 of a bool tensor is 2"));
+      EXPECT_EQ((*reader)->VerifyAll().code(), absl::StatusCode::kDataLoss);
+    }
+  }
+}
+
+TEST_F(CorruptionTest, NonZeroPaddingIsCaughtByVerifyAll) {
+  // fc.weight is 24 bytes, fc.bias starts at the next multiple of 64.
+  std::string data = ReadFile(DataPath());
+  ASSERT_GT(Manifest().tensors(1).offset(), 24u);
+  data[30] = 'x';
+  WriteFile(DataPath(), data);
+  for (bool use_mmap : {false, true}) {
+    ReaderOptions options;
+    options.use_mmap = use_mmap;
+    auto reader = CheckpointReader::Open(path_, options);
+    ASSERT_TRUE(reader.ok());
+    absl::Status verified = (*reader)->VerifyAll();
+    EXPECT_EQ(verified.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(verified.message(), HasSubstr("byte 30 of"));
+    EXPECT_THAT(verified.message(), HasSubstr("zero padding"));
+  }
+}
+
+// The format's promise (FORMAT.md section 6): any change of any single byte,
+// any truncation and any appended bytes of a checkpoint are refused by a
+// full verification (Open + VerifyAll, what `ckpt verify` runs).
+class EveryByteTest : public CorruptionTest {
+ protected:
+  void SetUp() override {
+    CorruptionTest::SetUp();
+    // A richer checkpoint: metadata, training state, a bool and an empty
+    // tensor, so that the manifest has every kind of field.
+    path_ = dir_ + "/rich";
+    auto writer = CheckpointWriter::Create(path_);
+    ASSERT_TRUE(writer.ok());
+    std::vector<char> weight(4 * 6, 'w');
+    const char mask[] = {1, 0, 1};
+    ASSERT_TRUE((*writer)
+                    ->AddTensor("conv1.weight", proto::FLOAT32, {2, 3}, weight)
+                    .ok());
+    ASSERT_TRUE((*writer)->AddTensor("mask", proto::BOOL, {3}, mask).ok());
+    ASSERT_TRUE((*writer)->AddTensor("empty", proto::INT64, {0, 4}, {}).ok());
+    proto::Metadata* metadata = (*writer)->mutable_metadata();
+    metadata->set_architecture("mlp");
+    metadata->mutable_monitored()->set_name("val_accuracy");
+    metadata->mutable_monitored()->set_mode(proto::MonitoredMetric::MAX);
+    metadata->mutable_monitored()->set_value(0.875);
+    (*metadata->mutable_metrics())["loss"] = 0.25;
+    (*metadata->mutable_user())["note"] = "sweep";
+    proto::TrainingState* training = (*writer)->mutable_training_state();
+    training->mutable_optimizer()->set_type("sgd");
+    auto* group = training->mutable_optimizer()->add_param_groups();
+    (*group->mutable_hyperparameters())["lr"] = 0.1;
+    group->add_parameter_names("conv1.weight");
+    training->mutable_rng()->set_seed(7);
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+
+  // The error Open + VerifyAll give, or OK.
+  absl::Status FullVerify() const {
+    for (bool use_mmap : {false, true}) {
+      ReaderOptions options;
+      options.use_mmap = use_mmap;
+      auto reader = CheckpointReader::Open(path_, options);
+      if (!reader.ok()) return reader.status();
+      if (absl::Status status = (*reader)->VerifyAll(); !status.ok()) {
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void ExpectEveryChangeRefused(const std::string& file) {
+    const std::string original = ReadFile(file);
+    ASSERT_TRUE(FullVerify().ok());
+    int accepted = 0;
+    for (size_t i = 0; i < original.size(); ++i) {
+      for (unsigned char mask : {0x01, 0x80, 0xff}) {
+        std::string changed = original;
+        changed[i] = static_cast<char>(changed[i] ^ mask);
+        WriteFile(file, changed);
+        if (FullVerify().ok()) {
+          ++accepted;
+          ADD_FAILURE() << file << ": byte " << i << " ^ " << int{mask}
+                        << " accepted";
+        }
+      }
+    }
+    for (size_t length = 0; length < original.size(); ++length) {
+      WriteFile(file, original.substr(0, length));
+      if (FullVerify().ok()) {
+        ++accepted;
+        ADD_FAILURE() << file << ": truncation to " << length << " accepted";
+      }
+    }
+    for (const std::string& tail :
+         {std::string(1, '\0'), std::string("\x08\x02", 2)}) {
+      WriteFile(file, original + tail);
+      if (FullVerify().ok()) {
+        ++accepted;
+        ADD_FAILURE() << file << ": appended bytes accepted";
+      }
+    }
+    WriteFile(file, original);
+    EXPECT_EQ(accepted, 0);
+    EXPECT_TRUE(FullVerify().ok());
+  }
+};
+
+TEST_F(EveryByteTest, EveryManifestChangeIsRefused) {
+  ExpectEveryChangeRefused(ManifestPath());
+}
+
+TEST_F(EveryByteTest, EveryDataFileChangeIsRefused) {
+  ExpectEveryChangeRefused(DataPath());
 }
 
 }  // namespace

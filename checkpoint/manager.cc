@@ -23,6 +23,10 @@
 #include "absl/strings/str_cat.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "tools/base/files.h"
+#include "tools/base/paths.h"
+#include "tools/base/status.h"
+#include "tools/base/warnings.h"
 
 namespace checkpoint {
 namespace {
@@ -31,42 +35,17 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr char kLinkTemporaryPrefix[] = ".tmp-link-";
 constexpr char kDeleteTemporaryPrefix[] = ".tmp-delete-";
 
-absl::Status ErrnoStatus(absl::string_view operation, const std::string& path,
-                         int error_number) {
-  std::string message =
-      absl::StrCat(operation, " ", path, ": ", std::strerror(error_number));
-  if (error_number == ENOENT) return absl::NotFoundError(message);
-  if (error_number == EACCES || error_number == EPERM) {
-    return absl::PermissionDeniedError(message);
-  }
-  return absl::InternalError(message);
-}
-
-absl::Status Annotate(const absl::Status& status, absl::string_view context) {
-  return absl::Status(status.code(),
-                      absl::StrCat(context, ": ", status.message()));
-}
+using base::Annotate;
+using base::JoinPath;
 
 void Warn(absl::string_view message) {
-  std::fprintf(stderr, "warning: checkpoint manager: %.*s\n",
-               static_cast<int>(message.size()), message.data());
+  base::Warn(absl::StrCat("checkpoint manager: ", message));
 }
 
-std::string JoinPath(const std::string& directory, absl::string_view name) {
-  if (!directory.empty() && directory.back() == '/') {
-    return absl::StrCat(directory, name);
-  }
-  return absl::StrCat(directory, "/", name);
-}
-
-absl::Status SyncDirectory(const std::string& directory) {
-  int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("opening directory", directory, errno);
-  int result = ::fsync(fd);
-  int error_number = errno;
-  ::close(fd);
-  if (result != 0) return ErrnoStatus("fsync of", directory, error_number);
-  return absl::OkStatus();
+// Argument order of the callers below; one mapping for the whole project.
+absl::Status ErrnoStatus(absl::string_view operation, const std::string& path,
+                         int error_number) {
+  return base::ErrnoToStatus(error_number, operation, path);
 }
 
 // The target of the symlink at `link_path`, or "" when it is absent or not
@@ -380,22 +359,8 @@ absl::StatusOr<std::unique_ptr<CheckpointManager>> CheckpointManager::Open(
                                             ": ", error.message()));
   }
 
-  // Temporary links left by a crash inside PointLink(); the writer's
-  // RemoveStaleTemporaries() handles the `.tmp-*` directories.
-  if (DIR* directory = ::opendir(run_dir.c_str())) {
-    std::vector<std::string> stale_links;
-    while (struct dirent* item = ::readdir(directory)) {
-      std::string name = item->d_name;
-      struct stat info;
-      if (absl::StartsWith(name, kLinkTemporaryPrefix) &&
-          ::lstat(JoinPath(run_dir, name).c_str(), &info) == 0 &&
-          S_ISLNK(info.st_mode)) {
-        stale_links.push_back(JoinPath(run_dir, name));
-      }
-    }
-    ::closedir(directory);
-    for (const std::string& link : stale_links) ::unlink(link.c_str());
-  }
+  // Temporaries of writers, link switches and deletions killed mid-way;
+  // those of live processes (another trainer's save in progress) stay.
   absl::StatusOr<int> removed = RemoveStaleTemporaries(run_dir);
   if (!removed.ok()) {
     return Annotate(removed.status(),
@@ -518,7 +483,7 @@ absl::Status CheckpointManager::PointLink(const char* link_name,
         absl::StrCat("pointing ", link_name, " at ", target, ": renaming"),
         link_path, error_number);
   }
-  return SyncDirectory(run_dir_);
+  return base::FsyncPath(run_dir_);
 }
 
 bool CheckpointManager::NameTaken(const std::string& name) const {
@@ -647,7 +612,7 @@ absl::Status CheckpointManager::ApplyRetention() {
                                   }),
                    entries_.end());
   }
-  if (absl::Status status = SyncDirectory(run_dir_);
+  if (absl::Status status = base::FsyncPath(run_dir_);
       !status.ok() && result.ok()) {
     result = status;
   }

@@ -1,6 +1,7 @@
 #include "checkpoint/manager.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -441,14 +442,27 @@ TEST(CheckpointManagerTest, OpenRemovesStaleTemporaries) {
   ASSERT_TRUE(manager.ok());
   Save(**manager, MakeMetadata(0, 1, 1.0));
   manager->reset();
-  // What a writer, a link switch and a deletion killed mid-way leave.
-  fs::create_directories(run_dir + "/.tmp-step=002-12345/sub");
-  std::ofstream(run_dir + "/.tmp-step=002-12345/data-00000.bin") << "partial";
-  fs::create_directories(run_dir + "/.tmp-delete-step=000-1-0");
-  fs::create_symlink("step=001", run_dir + "/.tmp-link-best-99-0");
+  // What a writer, a link switch and a deletion killed mid-way leave: the
+  // pid in their names is a process that has exited.
+  const pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
+  const std::string writer = absl::StrCat("/.tmp-step=002-", dead, "-1f");
+  fs::create_directories(run_dir + writer + "/sub");
+  std::ofstream(run_dir + writer + "/data-00000.bin") << "partial";
+  fs::create_directories(
+      absl::StrCat(run_dir, "/.tmp-delete-step=000-", dead, "-0"));
+  fs::create_symlink("step=001",
+                     absl::StrCat(run_dir, "/.tmp-link-best-", dead, "-0"));
+  // Another live process's save in progress is not ours to delete.
+  const std::string live = absl::StrCat("/.tmp-step=003-", getppid(), "-2a");
+  fs::create_directories(run_dir + live);
   auto reopened = CheckpointManager::Open(
       run_dir, MonitorOptions(proto::MonitoredMetric::MIN));
   ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE(fs::exists(run_dir + live));
+  EXPECT_FALSE(fs::exists(run_dir + writer));
+  fs::remove_all(run_dir + live);
   EXPECT_THAT(CheckpointNamesOnDisk(run_dir), ElementsAre("step=001"));
   EXPECT_EQ((*reopened)->LastPath(), run_dir + "/step=001");
 }

@@ -8,40 +8,34 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/writer.h"
-#include "google/protobuf/stubs/logging.h"
+#include "tools/base/files.h"
+#include "tools/base/paths.h"
+#include "tools/base/status.h"
 
 namespace checkpoint {
 namespace {
 
-// A manifest holds names, shapes and metadata, never tensor bytes: anything
-// this large is hostile or broken, and refusing it bounds what Open()
-// allocates.
-constexpr uint64_t kMaxManifestBytes = uint64_t{256} << 20;
 constexpr size_t kDefaultChunkBytes = size_t{4} << 20;
 
-std::string ErrnoText(int error_number) { return std::strerror(error_number); }
-
-absl::StatusCode CodeForErrno(int error_number) {
-  switch (error_number) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::StatusCode::kNotFound;
-    case EACCES:
-    case EPERM:
-      return absl::StatusCode::kPermissionDenied;
-    default:
-      return absl::StatusCode::kInternal;
+// The offset of the first byte of a BOOL tensor that is neither 0 nor 1.
+std::optional<size_t> FirstInvalidBool(absl::Span<const char> bytes) {
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (static_cast<unsigned char>(bytes[i]) > 1) return i;
   }
+  return std::nullopt;
 }
 
 // Reads exactly `size` bytes at `offset`; a short file is data loss.
@@ -51,9 +45,7 @@ absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
     ssize_t got = ::pread(fd, destination, size, static_cast<off_t>(offset));
     if (got < 0) {
       if (errno == EINTR) continue;
-      return absl::Status(
-          CodeForErrno(errno),
-          absl::StrCat("reading ", path, ": ", ErrnoText(errno)));
+      return base::ErrnoToStatus(errno, "reading", path);
     }
     if (got == 0) {
       return absl::DataLossError(
@@ -105,11 +97,22 @@ class CheckpointReader::Impl {
   }
 
   absl::Status Open() {
+    // A temporary is never a checkpoint, whatever it holds (FORMAT.md
+    // section 6), also when reached through a symlink.
+    std::string resolved = path_;
+    if (char* real = ::realpath(path_.c_str(), nullptr)) {
+      resolved = real;
+      std::free(real);
+    }
+    if (absl::StartsWith(base::BaseName(path_), kTemporaryPrefix) ||
+        absl::StartsWith(base::BaseName(resolved), kTemporaryPrefix)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(Context(), ": an uncommitted temporary (",
+                       kTemporaryPrefix, "*), never a checkpoint"));
+    }
     int dir_fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0) {
-      return absl::Status(
-          CodeForErrno(errno),
-          absl::StrCat("checkpoint ", path_, ": ", ErrnoText(errno)));
+      return base::ErrnoToStatus(errno, "checkpoint", path_);
     }
     // Everything below is opened relative to this descriptor, so a
     // `best` symlink switched mid-open cannot mix two checkpoints.
@@ -148,10 +151,12 @@ class CheckpointReader::Impl {
         if (!status.ok()) return Annotate(own, status);
       }
     }
-    if (!options_.verify_checksums) return absl::OkStatus();
-    // Hash the copy the caller gets, not the file: that is what matters.
-    return CheckChecksum(own,
-                         XXH3_64bits(destination.data(), destination.size()));
+    if (options_.verify_checksums) {
+      // Hash the copy the caller gets, not the file: that is what matters.
+      RETURN_IF_ERROR(CheckChecksum(
+          own, XXH3_64bits(destination.data(), destination.size())));
+    }
+    return CheckBools(own, destination, 0);
   }
 
   absl::Status ReadTensorChunks(
@@ -171,6 +176,7 @@ class CheckpointReader::Impl {
             static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - done));
         absl::Span<const char> span(bytes + done, piece);
         if (verify) XXH3_64bits_update(hash.state, span.data(), span.size());
+        RETURN_IF_ERROR(CheckBools(own, span, done));
         if (absl::Status status = consume(span); !status.ok()) return status;
         done += piece;
       }
@@ -185,6 +191,8 @@ class CheckpointReader::Impl {
                        own.offset() + done, DataPath(own));
         if (!status.ok()) return Annotate(own, status);
         if (verify) XXH3_64bits_update(hash.state, buffer.data(), piece);
+        RETURN_IF_ERROR(CheckBools(
+            own, absl::Span<const char>(buffer.data(), piece), done));
         status = consume(absl::Span<const char>(buffer.data(), piece));
         if (!status.ok()) return status;
         done += piece;
@@ -203,10 +211,9 @@ class CheckpointReader::Impl {
     }
     absl::StatusOr<int> index = Resolve(entry);
     if (!index.ok()) return index.status();
-    if (options_.verify_checksums) {
-      if (absl::Status status = VerifyMapped(*index); !status.ok()) {
-        return status;
-      }
+    if (absl::Status status = VerifyMapped(*index, options_.verify_checksums);
+        !status.ok()) {
+      return status;
     }
     const proto::TensorEntry& own = manifest_.tensors(*index);
     return absl::Span<const char>(MappedBytes(own),
@@ -228,7 +235,7 @@ class CheckpointReader::Impl {
     for (int i : order) {
       absl::Status status;
       if (mappings_ != nullptr) {
-        status = VerifyMapped(i);
+        status = VerifyMapped(i, /*checksum=*/true);
       } else {
         status = ReadTensorChunks(
             manifest_.tensors(i), kDefaultChunkBytes,
@@ -237,7 +244,7 @@ class CheckpointReader::Impl {
       }
       if (!status.ok()) return status;
     }
-    return absl::OkStatus();
+    return VerifyPadding();
   }
 
  private:
@@ -278,15 +285,87 @@ class CheckpointReader::Impl {
         TensorContext(entry), entry.xxh3_64(), computed, DataPath(entry)));
   }
 
-  absl::Status VerifyMapped(int index) const {
+  // BOOL bytes are 0 or 1 (FORMAT.md section 3); `offset` is where `bytes`
+  // begin within the tensor.
+  absl::Status CheckBools(const proto::TensorEntry& entry,
+                          absl::Span<const char> bytes, uint64_t offset) const {
+    if (entry.dtype() != proto::BOOL) return absl::OkStatus();
+    std::optional<size_t> bad = FirstInvalidBool(bytes);
+    if (!bad.has_value()) return absl::OkStatus();
+    return absl::DataLossError(
+        absl::StrCat(TensorContext(entry), "element ", offset + *bad,
+                     " of a bool tensor is ",
+                     static_cast<int>(static_cast<unsigned char>(bytes[*bad])),
+                     ", not 0 or 1"));
+  }
+
+  // Once per tensor: the bool check always, the checksum when asked. A
+  // reader opened without verification never pays for the checksum here;
+  // VerifyAll() asks for it explicitly.
+  absl::Status VerifyMapped(int index, bool checksum) const {
+    const proto::TensorEntry& entry = manifest_.tensors(index);
+    absl::Span<const char> bytes(MappedBytes(entry),
+                                 static_cast<size_t>(entry.size_bytes()));
+    if (!checksum) return CheckBools(entry, bytes, 0);
     Verification& verification = verifications_[index];
     std::call_once(verification.once, [&] {
-      const proto::TensorEntry& entry = manifest_.tensors(index);
-      verification.status = CheckChecksum(
-          entry, XXH3_64bits(MappedBytes(entry),
-                             static_cast<size_t>(entry.size_bytes())));
+      verification.status =
+          CheckChecksum(entry, XXH3_64bits(bytes.data(), bytes.size()));
+      if (verification.status.ok()) {
+        verification.status = CheckBools(entry, bytes, 0);
+      }
     });
     return verification.status;
+  }
+
+  // Every byte of a data file outside the tensors must be zero padding, so
+  // that no byte of a checkpoint escapes a check (FORMAT.md section 3).
+  absl::Status VerifyPadding() const {
+    for (int file = 0; file < manifest_.data_files_size(); ++file) {
+      std::vector<std::pair<uint64_t, uint64_t>> used;
+      for (const proto::TensorEntry& entry : manifest_.tensors()) {
+        if (static_cast<int>(entry.data_file()) == file &&
+            entry.size_bytes() > 0) {
+          used.emplace_back(entry.offset(),
+                            entry.offset() + entry.size_bytes());
+        }
+      }
+      std::sort(used.begin(), used.end());
+      const uint64_t file_size = manifest_.data_files(file).size_bytes();
+      used.emplace_back(file_size, file_size);
+      uint64_t position = 0;
+      for (const auto& [begin, end] : used) {
+        RETURN_IF_ERROR(CheckZero(file, position, begin));
+        position = std::max(position, end);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckZero(int file, uint64_t begin, uint64_t end) const {
+    const std::string path =
+        absl::StrCat(path_, "/", manifest_.data_files(file).name());
+    char buffer[4096];
+    for (uint64_t at = begin; at < end;) {
+      const size_t piece =
+          static_cast<size_t>(std::min<uint64_t>(sizeof(buffer), end - at));
+      const char* bytes = buffer;
+      if (mappings_ != nullptr) {
+        bytes = static_cast<const char*>(mappings_->regions[file].first) + at;
+      } else {
+        RETURN_IF_ERROR(PreadFully(fds_[file], buffer, piece, at, path));
+      }
+      for (size_t i = 0; i < piece; ++i) {
+        if (bytes[i] != 0) {
+          return absl::DataLossError(absl::StrCat(
+              Context(), ": byte ", at + i, " of ", path,
+              " lies between tensors and must be zero padding, but is ",
+              static_cast<int>(static_cast<unsigned char>(bytes[i]))));
+        }
+      }
+      at += piece;
+    }
+    return absl::OkStatus();
   }
 
   // Maps a caller's entry to ours. Callers normally pass a pointer from
@@ -313,65 +392,51 @@ class CheckpointReader::Impl {
   }
 
   absl::Status ReadManifest(int dir_fd) {
-    int fd = ::openat(dir_fd, kManifestFileName, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      int open_errno = errno;
-      if (open_errno == ENOENT) {
+    const std::string manifest_path =
+        absl::StrCat(path_, "/", kManifestFileName);
+    uint64_t size = 0;
+    absl::StatusOr<int> fd =
+        base::OpenRegularFile(dir_fd, kManifestFileName, manifest_path, &size);
+    if (!fd.ok()) {
+      if (fd.status().code() == absl::StatusCode::kNotFound) {
         return absl::NotFoundError(absl::StrCat(
             Context(), ": no ", kManifestFileName,
             " (not a checkpoint, or a write that never committed)"));
       }
-      return absl::Status(
-          CodeForErrno(open_errno),
-          absl::StrCat(Context(), ": opening ", kManifestFileName, ": ",
-                       ErrnoText(open_errno)));
+      if (fd.status().code() == absl::StatusCode::kFailedPrecondition) {
+        return absl::DataLossError(
+            absl::StrCat(Context(), ": ", fd.status().message()));
+      }
+      return fd.status();
     }
-    struct stat info;
     absl::Status status;
-    if (::fstat(fd, &info) != 0) {
-      status = absl::InternalError(absl::StrCat(
-          Context(), ": stat ", kManifestFileName, ": ", ErrnoText(errno)));
-    } else if (!S_ISREG(info.st_mode)) {
-      status = Invalid(absl::StrCat(kManifestFileName, " is not a file"));
-    } else if (static_cast<uint64_t>(info.st_size) > kMaxManifestBytes) {
-      status = Invalid(absl::StrCat(kManifestFileName, " has ", info.st_size,
+    if (size > kMaxManifestBytes) {
+      status = Invalid(absl::StrCat(kManifestFileName, " has ", size,
                                     " bytes, more than the limit of ",
                                     kMaxManifestBytes));
     } else {
-      std::string bytes(static_cast<size_t>(info.st_size), '\0');
-      status = PreadFully(fd, bytes.data(), bytes.size(), 0,
-                          absl::StrCat(path_, "/", kManifestFileName));
-      // Protobuf logs invalid UTF-8 in string fields to stderr before
-      // failing; the Status below is the one report a caller should see.
-      bool parsed = false;
+      std::string bytes(static_cast<size_t>(size), '\0');
+      status = PreadFully(*fd, bytes.data(), bytes.size(), 0, manifest_path);
       if (status.ok()) {
-        google::protobuf::LogSilencer silence_protobuf_logging;
-        parsed = manifest_.ParseFromString(bytes);
-      }
-      if (status.ok() && !parsed) {
-        status = Invalid(absl::StrCat(
-            kManifestFileName,
-            " is not a valid manifest (does not parse as "
-            "checkpoint.proto.Manifest: malformed wire data or invalid "
-            "UTF-8 in a string field)"));
+        absl::StatusOr<proto::Manifest> manifest =
+            options_.read_format_v1 ? DecodeManifestFileV1(bytes)
+                                    : DecodeManifestFile(bytes);
+        if (manifest.ok()) {
+          manifest_ = *std::move(manifest);
+        } else {
+          status = absl::Status(
+              manifest.status().code(),
+              absl::StrCat(Context(), ": ", manifest.status().message()));
+        }
       }
     }
-    ::close(fd);
+    ::close(*fd);
     return status;
   }
 
   absl::Status OpenFrom(int dir_fd) {
     if (absl::Status status = ReadManifest(dir_fd); !status.ok()) {
       return status;
-    }
-    if (manifest_.format_version() == 0) {
-      return Invalid("format_version 0 is invalid (missing or corrupt)");
-    }
-    if (manifest_.format_version() > kFormatVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(Context(), ": written by a newer format version ",
-                       manifest_.format_version(),
-                       "; this reader supports up to ", kFormatVersion));
     }
     const uint32_t alignment = manifest_.alignment();
     if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
@@ -390,32 +455,24 @@ class CheckpointReader::Impl {
         return Invalid(
             absl::StrCat("data file '", file.name(), "' is listed twice"));
       }
-      int fd = ::openat(dir_fd, file.name().c_str(),
-                        O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
       const std::string file_path = absl::StrCat(path_, "/", file.name());
-      if (fd < 0) {
-        int open_errno = errno;
-        if (open_errno == ENOENT) {
+      uint64_t actual_size = 0;
+      absl::StatusOr<int> fd =
+          base::OpenRegularFile(dir_fd, file.name(), file_path, &actual_size);
+      if (!fd.ok()) {
+        if (fd.status().code() == absl::StatusCode::kNotFound) {
           return absl::NotFoundError(absl::StrCat(Context(), ": data file ",
                                                   file.name(), " is missing"));
         }
-        return absl::Status(CodeForErrno(open_errno),
-                            absl::StrCat(Context(), ": opening ", file_path,
-                                         ": ", ErrnoText(open_errno)));
+        if (fd.status().code() == absl::StatusCode::kFailedPrecondition) {
+          return Invalid(fd.status().message());
+        }
+        return fd.status();
       }
-      fds_.push_back(fd);
-      struct stat info;
-      if (::fstat(fd, &info) != 0) {
-        return absl::InternalError(absl::StrCat(Context(), ": stat ", file_path,
-                                                ": ", ErrnoText(errno)));
-      }
-      if (!S_ISREG(info.st_mode)) {
-        return Invalid(
-            absl::StrCat("data file ", file.name(), " is not a regular file"));
-      }
-      if (static_cast<uint64_t>(info.st_size) != file.size_bytes()) {
+      fds_.push_back(*fd);
+      if (actual_size != file.size_bytes()) {
         return Invalid(absl::StrCat("data file ", file.name(), " has ",
-                                    info.st_size, " bytes, the manifest says ",
+                                    actual_size, " bytes, the manifest says ",
                                     file.size_bytes(), " (truncated?)"));
       }
     }
@@ -517,9 +574,9 @@ class CheckpointReader::Impl {
       if (size > 0) {
         address = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fds_[i], 0);
         if (address == MAP_FAILED) {
-          return absl::InternalError(
-              absl::StrCat(Context(), ": mmap ", manifest_.data_files(i).name(),
-                           ": ", ErrnoText(errno)));
+          return base::ErrnoToStatus(
+              errno, "mmap",
+              absl::StrCat(path_, "/", manifest_.data_files(i).name()));
         }
       }
       mappings->regions.emplace_back(address, size);

@@ -44,6 +44,10 @@ struct ReaderOptions {
   // another program while mapped raises SIGBUS on access (pread mode
   // returns kDataLoss instead).
   bool use_mmap = false;
+  // Accept only a format version 1 manifest (plain protobuf, no header or
+  // manifest checksum). For `ckpt upgrade`, which converts it; nothing else
+  // should open version 1.
+  bool read_format_v1 = false;
 };
 
 class CheckpointReader {

@@ -7,6 +7,7 @@
 //   tools/bazel run //checkpoint:reader_fuzzer_corpus_gen --
 //       $PWD/checkpoint/testdata/fuzz_corpus   (one command line)
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,7 @@ struct Tensor {
 struct Split {
   proto::Manifest manifest;
   std::string data;
+  uint32_t header_version = kFormatVersion;
 };
 
 std::string ReadFile(const std::string& path) {
@@ -70,9 +72,10 @@ Split WriteCheckpoint(const std::string& scratch, const std::string& name,
     Die(std::string(status.message()));
   }
   Split split;
-  if (!split.manifest.ParseFromString(ReadFile(path + "/manifest.pb"))) {
-    Die("manifest does not parse");
-  }
+  absl::StatusOr<proto::Manifest> manifest =
+      DecodeManifestFile(ReadFile(path + "/manifest.pb"));
+  if (!manifest.ok()) Die(std::string(manifest.status().message()));
+  split.manifest = *manifest;
   split.data = ReadFile(path + "/data-00000.bin");
   return split;
 }
@@ -92,7 +95,12 @@ void Emit(const std::string& directory, const std::string& name,
 
 void Emit(const std::string& directory, const std::string& name,
           const Split& split) {
-  Emit(directory, name, split.manifest.SerializeAsString(), split.data);
+  // A valid frame around whatever the edit made of the manifest, so that
+  // the reader's rules (not the checksum) must refuse a broken_* input.
+  Emit(directory, name,
+       FrameManifestPayload(SerializeCanonical(split.manifest),
+                            split.header_version),
+       split.data);
 }
 
 int Main(const std::string& output) {
@@ -151,8 +159,20 @@ int Main(const std::string& output) {
   broken("flipped_byte",
          [](Split& s) { s.data[s.manifest.tensors(1).offset()] ^= 1; });
   broken("truncated_data", [](Split& s) { s.data.resize(s.data.size() / 2); });
-  broken("newer_version", [](Split& s) { s.manifest.set_format_version(2); });
+  broken("newer_version", [](Split& s) {
+    s.manifest.set_format_version(3);
+    s.header_version = 3;
+  });
   broken("zero_version", [](Split& s) { s.manifest.clear_format_version(); });
+  broken("bool_byte", [](Split& s) {
+    s.manifest.mutable_tensors(3)->set_shape(0, 1);
+    s.manifest.mutable_tensors(3)->set_size_bytes(5);
+    s.data.resize(s.data.size() + 5, '\x02');
+    s.manifest.mutable_data_files(0)->set_size_bytes(s.data.size());
+    s.manifest.mutable_tensors(3)->set_xxh3_64(
+        XXH3_64bits(s.data.data() + s.manifest.tensors(3).offset(), 5));
+  });
+  broken("padding", [](Split& s) { s.data[60] = 1; });
   broken("shape_overflow", [](Split& s) {
     s.manifest.mutable_tensors(0)->set_shape(0, int64_t{1} << 62);
     s.manifest.mutable_tensors(0)->set_shape(1, 16);
@@ -177,8 +197,14 @@ int Main(const std::string& output) {
     s.manifest.mutable_data_files(0)->set_name("../data-00000.bin");
   });
   broken("bad_alignment", [](Split& s) { s.manifest.set_alignment(3); });
-  Emit(output, "broken_garbage_manifest", "\x0a\xff\xff\xff\xff\x0f garbage",
-       small.data);
+  Emit(output, "broken_garbage_manifest",
+       FrameManifestPayload("\x0a\xff\xff\xff\xff\x0f garbage"), small.data);
+  {
+    std::string manifest = FrameManifestPayload(
+        SerializeCanonical(small.manifest), kFormatVersion);
+    manifest[manifest.size() - 3] ^= 0x20;
+    Emit(output, "broken_manifest_checksum", manifest, small.data);
+  }
 
   std::string command = "rm -rf '" + scratch + "'";
   if (std::system(command.c_str()) != 0) Die("removing " + scratch);

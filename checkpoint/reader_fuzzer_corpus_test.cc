@@ -89,16 +89,12 @@ TEST(ReaderFuzzerCorpusTest, ValidInputsOpenAndBrokenOnesAreRefused) {
   EXPECT_GE(broken, 10);
 }
 
-// valid_small is a version-1 checkpoint committed to the repository: a
-// golden file. Reading it exactly as written guards the on-disk format
-// against accidental change.
-TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointReadsAsWritten) {
-  const std::string dir =
-      Unpack("golden", ReadFile(CorpusDir() + "/valid_small"));
-  auto reader = CheckpointReader::Open(dir);
-  ASSERT_TRUE(reader.ok()) << reader.status();
-  const proto::Manifest& manifest = (*reader)->manifest();
-  EXPECT_EQ(manifest.format_version(), 1u);
+// The tensors of valid_small (reader_fuzzer_corpus_gen.cc), as a golden
+// file of each format version holds them.
+void ExpectSmallCheckpoint(const CheckpointReader& reader,
+                           uint32_t format_version) {
+  const proto::Manifest& manifest = reader.manifest();
+  EXPECT_EQ(manifest.format_version(), format_version);
   EXPECT_EQ(manifest.alignment(), 64u);
   EXPECT_EQ(manifest.metadata().progress().epoch(), 2);
   EXPECT_EQ(manifest.metadata().architecture(), "mlp");
@@ -121,7 +117,7 @@ TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointReadsAsWritten) {
   EXPECT_EQ(manifest.data_files(0).size_bytes(), 192u);
   for (const Expected& tensor : expected) {
     SCOPED_TRACE(tensor.name);
-    const proto::TensorEntry* entry = (*reader)->FindTensor(tensor.name);
+    const proto::TensorEntry* entry = reader.FindTensor(tensor.name);
     ASSERT_NE(entry, nullptr);
     EXPECT_EQ(entry->dtype(), tensor.dtype);
     EXPECT_EQ(
@@ -130,12 +126,90 @@ TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointReadsAsWritten) {
     EXPECT_EQ(entry->offset(), tensor.offset);
     ASSERT_EQ(entry->size_bytes(), tensor.size);
     std::vector<char> bytes(tensor.size);
-    ASSERT_TRUE((*reader)->ReadTensor(*entry, absl::MakeSpan(bytes)).ok());
+    ASSERT_TRUE(reader.ReadTensor(*entry, absl::MakeSpan(bytes)).ok());
     for (size_t i = 0; i < bytes.size(); ++i) {
       // The generator's pattern (reader_fuzzer_corpus_gen.cc).
       EXPECT_EQ(bytes[i], static_cast<char>(i * 37 + tensor.seed)) << i;
     }
   }
+}
+
+// valid_small is a version-2 checkpoint committed to the repository: a
+// golden file. Reading it exactly as written guards the reader.
+TEST(ReaderFuzzerCorpusTest, GoldenVersion2CheckpointReadsAsWritten) {
+  const std::string dir =
+      Unpack("golden", ReadFile(CorpusDir() + "/valid_small"));
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ExpectSmallCheckpoint(**reader, 2);
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
+}
+
+// And the writer: the same state must produce the same bytes, so that a
+// change of the on-disk format is always a deliberate one (regenerate the
+// corpus with reader_fuzzer_corpus_gen and say why in FORMAT.md).
+TEST(ReaderFuzzerCorpusTest, WriterBytesForAFixedStateNeverChange) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/again";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  struct Tensor {
+    const char* name;
+    proto::DType dtype;
+    std::vector<int64_t> shape;
+    size_t size;
+    int seed;
+  };
+  for (const Tensor& tensor :
+       std::vector<Tensor>{{"fc.weight", proto::FLOAT32, {3, 4}, 48, 0},
+                           {"fc.bias", proto::FLOAT32, {3}, 12, 1},
+                           {"step", proto::INT64, {}, 8, 2},
+                           {"mask", proto::BOOL, {0, 5}, 0, 3}}) {
+    std::string bytes(tensor.size, '\0');
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = static_cast<char>(i * 37 + tensor.seed);
+    }
+    ASSERT_TRUE((*writer)
+                    ->AddTensor(tensor.name, tensor.dtype, tensor.shape,
+                                absl::Span<const char>(bytes))
+                    .ok());
+  }
+  (*writer)->mutable_metadata()->mutable_progress()->set_epoch(2);
+  (*writer)->mutable_metadata()->set_architecture("mlp");
+  (*(*writer)->mutable_metadata()->mutable_metrics())["loss"] = 0.5;
+  ASSERT_TRUE((*writer)->Commit().ok());
+  const std::string golden = ReadFile(CorpusDir() + "/valid_small");
+  const std::string manifest = ReadFile(path + "/manifest.pb");
+  const std::string data = ReadFile(path + "/data-00000.bin");
+  std::string written;
+  for (int i = 0; i < 4; ++i) {
+    written.push_back(static_cast<char>(manifest.size() >> (8 * i)));
+  }
+  written += manifest + data;
+  EXPECT_TRUE(written == golden)
+      << "the writer's bytes changed: " << written.size() << " bytes vs "
+      << golden.size() << " in the golden file";
+}
+
+// Format version 1 (no manifest header or checksum) is refused with the
+// way out; `ckpt upgrade` alone opens it, and reads it as written.
+TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointIsRefusedButUpgradable) {
+  const std::string dir =
+      Unpack("golden_v1",
+             ReadFile(std::string(std::getenv("TEST_SRCDIR")) +
+                      "/ckpt_project/checkpoint/testdata/v1/small.corpus"));
+  auto refused = CheckpointReader::Open(dir);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("format version 1"),
+            std::string::npos);
+  EXPECT_NE(refused.status().message().find("ckpt upgrade"), std::string::npos)
+      << refused.status();
+  ReaderOptions v1;
+  v1.read_format_v1 = true;
+  auto reader = CheckpointReader::Open(dir, v1);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ExpectSmallCheckpoint(**reader, 1);
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
 }
 
 }  // namespace

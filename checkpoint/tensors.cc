@@ -23,7 +23,7 @@
 #include "checkpoint/library_versions.h"
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
-#include "tools/version.h"
+#include "tools/base/version.h"
 #include "torch/cuda.h"
 #include "torch/types.h"
 #include "torch/utils.h"

@@ -23,7 +23,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "google/protobuf/stubs/logging.h"
+#include "checkpoint/manifest_file.h"
+#include "tools/base/files.h"
+#include "tools/base/paths.h"
+#include "tools/base/warnings.h"
 
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
@@ -39,36 +42,6 @@ constexpr size_t kWriteBufferSize = size_t{4} << 20;
 // Tensors at least this large skip the buffer and go from the caller's
 // memory straight to the file (together with whatever is buffered).
 constexpr size_t kDirectWriteThreshold = size_t{1} << 20;
-// Keep the temporary's name within NAME_MAX even for long final names.
-constexpr size_t kMaxNameInTemporary = 180;
-
-absl::Status ErrnoStatus(int error_number, absl::string_view operation,
-                         absl::string_view path) {
-  absl::StatusCode code = absl::StatusCode::kInternal;
-  switch (error_number) {
-    case ENOENT:
-    case ENOTDIR:
-      code = absl::StatusCode::kNotFound;
-      break;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      code = absl::StatusCode::kPermissionDenied;
-      break;
-    case ENOSPC:
-    case EDQUOT:
-      code = absl::StatusCode::kResourceExhausted;
-      break;
-    case EEXIST:
-    case ENOTEMPTY:
-      code = absl::StatusCode::kAlreadyExists;
-      break;
-    default:
-      break;
-  }
-  return absl::Status(code, absl::StrCat(operation, " ", path, ": ",
-                                         std::strerror(error_number)));
-}
 
 // Writes every byte of `iov` at the file's current position, resuming
 // after short writes and EINTR. The kernel caps one write at ~2 GiB, so
@@ -84,9 +57,9 @@ absl::Status WriteFully(int fd, struct iovec* iov, int iov_count,
     ssize_t written = ::writev(fd, iov, iov_count);
     if (written < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus(errno, "writing", path);
+      return base::ErrnoToStatus(errno, "writing", path);
     }
-    if (written == 0) return ErrnoStatus(ENOSPC, "writing", path);
+    if (written == 0) return base::ErrnoToStatus(ENOSPC, "writing", path);
     size_t remaining = static_cast<size_t>(written);
     while (iov_count > 0 && remaining >= iov[0].iov_len) {
       remaining -= iov[0].iov_len;
@@ -99,77 +72,6 @@ absl::Status WriteFully(int fd, struct iovec* iov, int iov_count,
     }
   }
   return absl::OkStatus();
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  int fd = ::open(path.c_str(),
-                  (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "opening for fsync", path);
-  int result = ::fsync(fd);
-  int fsync_errno = errno;
-  ::close(fd);
-  if (result != 0) return ErrnoStatus(fsync_errno, "fsync", path);
-  return absl::OkStatus();
-}
-
-// Deletes `name` (a file or a directory tree) relative to `parent_fd`
-// without following symlinks.
-absl::Status RemoveTreeAt(int parent_fd, const std::string& name,
-                          const std::string& display_path) {
-  if (::unlinkat(parent_fd, name.c_str(), 0) == 0) return absl::OkStatus();
-  if (errno == ENOENT) return absl::OkStatus();
-  if (errno != EISDIR && errno != EPERM) {
-    return ErrnoStatus(errno, "removing", display_path);
-  }
-  int dir_fd = ::openat(parent_fd, name.c_str(),
-                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dir_fd < 0) return ErrnoStatus(errno, "opening", display_path);
-  DIR* dir = ::fdopendir(dir_fd);
-  if (dir == nullptr) {
-    int open_errno = errno;
-    ::close(dir_fd);
-    return ErrnoStatus(open_errno, "listing", display_path);
-  }
-  absl::Status status;
-  std::vector<std::string> children;
-  while (struct dirent* entry = ::readdir(dir)) {
-    if (std::strcmp(entry->d_name, ".") == 0 ||
-        std::strcmp(entry->d_name, "..") == 0) {
-      continue;
-    }
-    children.emplace_back(entry->d_name);
-  }
-  for (const std::string& child : children) {
-    absl::Status child_status = RemoveTreeAt(
-        ::dirfd(dir), child, absl::StrCat(display_path, "/", child));
-    if (status.ok()) status = child_status;
-  }
-  ::closedir(dir);
-  if (!status.ok()) return status;
-  if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 &&
-      errno != ENOENT) {
-    return ErrnoStatus(errno, "removing", display_path);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RemoveTree(const std::string& path) {
-  return RemoveTreeAt(AT_FDCWD, path, path);
-}
-
-// Names (not paths: a directory has many spellings) of the temporaries of
-// writers alive in this process. RemoveStaleTemporaries() must not delete
-// a checkpoint that an async saver is writing right now.
-absl::Mutex live_temporaries_mutex(absl::kConstInit);
-std::set<std::string>& LiveTemporaries() {
-  static auto* live = new std::set<std::string>();
-  return *live;
-}
-
-std::string JoinPath(const std::string& directory, const std::string& name) {
-  if (directory.empty() || directory == ".") return name;
-  if (directory.back() == '/') return directory + name;
-  return absl::StrCat(directory, "/", name);
 }
 
 }  // namespace
@@ -229,8 +131,8 @@ class CheckpointWriter::Impl {
       : final_path_(std::move(final_path)),
         parent_(std::move(parent)),
         temporary_name_(std::move(temporary_name)),
-        temporary_(JoinPath(parent_, temporary_name_)),
-        data_path_(JoinPath(temporary_, kDataFileName)),
+        temporary_(base::JoinPath(parent_, temporary_name_)),
+        data_path_(base::JoinPath(temporary_, kDataFileName)),
         options_(options),
         buffer_(new char[kWriteBufferSize]) {}
 
@@ -242,7 +144,7 @@ class CheckpointWriter::Impl {
     data_fd_ = ::open(data_path_.c_str(),
                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (data_fd_ < 0) {
-      return Fail(ErrnoStatus(errno, "creating", data_path_));
+      return Fail(base::ErrnoToStatus(errno, "creating", data_path_));
     }
     return absl::OkStatus();
   }
@@ -294,6 +196,16 @@ class CheckpointWriter::Impl {
                                DTypeName(dtype), " need ", expected)));
     }
 
+    if (dtype == proto::BOOL) {
+      for (size_t i = 0; i < bytes.size(); ++i) {
+        if (static_cast<unsigned char>(bytes[i]) > 1) {
+          return absl::InvalidArgumentError(context(absl::StrCat(
+              "element ", i, " of a bool tensor is ",
+              static_cast<int>(static_cast<unsigned char>(bytes[i])),
+              ", not 0 or 1")));
+        }
+      }
+    }
     const uint64_t padding =
         (kTensorAlignment - offset_ % kTensorAlignment) % kTensorAlignment;
     const uint64_t tensor_offset = offset_ + padding;
@@ -351,12 +263,12 @@ class CheckpointWriter::Impl {
     }
     if (absl::Status status = Flush(nullptr, 0); !status.ok()) return status;
     if (options_.sync && ::fsync(data_fd_) != 0) {
-      return Fail(ErrnoStatus(errno, "fsync", data_path_));
+      return Fail(base::ErrnoToStatus(errno, "fsync", data_path_));
     }
     int fd = data_fd_;
     data_fd_ = -1;
     if (::close(fd) != 0)
-      return Fail(ErrnoStatus(errno, "closing", data_path_));
+      return Fail(base::ErrnoToStatus(errno, "closing", data_path_));
 
     manifest_.set_format_version(kFormatVersion);
     manifest_.set_alignment(kTensorAlignment);
@@ -366,7 +278,7 @@ class CheckpointWriter::Impl {
     data_file->set_size_bytes(offset_);
     if (absl::Status status = WriteManifest(); !status.ok()) return status;
     if (options_.sync) {
-      if (absl::Status status = FsyncPath(temporary_, true); !status.ok()) {
+      if (absl::Status status = base::FsyncPath(temporary_); !status.ok()) {
         return Fail(status);
       }
     }
@@ -394,33 +306,26 @@ class CheckpointWriter::Impl {
   }
 
   absl::Status WriteManifest() {
-    std::string serialized;
-    {
-      // Serializing only logs invalid UTF-8 in string fields, but parsing
-      // refuses it: check here rather than commit an unreadable checkpoint.
-      google::protobuf::LogSilencer silence_protobuf_logging;
-      proto::Manifest parsed;
-      if (!manifest_.SerializeToString(&serialized) ||
-          !parsed.ParseFromString(serialized)) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            final_path_,
-            ": the manifest would not parse back (a tensor name, metadata "
-            "or training-state string is not valid UTF-8)")));
-      }
+    absl::StatusOr<std::string> encoded = EncodeManifestFile(manifest_);
+    if (!encoded.ok()) {
+      return Fail(absl::Status(
+          encoded.status().code(),
+          absl::StrCat(final_path_, ": ", encoded.status().message())));
     }
-    const std::string path = JoinPath(temporary_, kManifestFileName);
+    std::string& serialized = *encoded;
+    const std::string path = base::JoinPath(temporary_, kManifestFileName);
     int fd =
         ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return Fail(ErrnoStatus(errno, "creating", path));
+    if (fd < 0) return Fail(base::ErrnoToStatus(errno, "creating", path));
     struct iovec iov;
     iov.iov_base = serialized.data();
     iov.iov_len = serialized.size();
     absl::Status status = WriteFully(fd, &iov, 1, path);
     if (status.ok() && options_.sync && ::fsync(fd) != 0) {
-      status = ErrnoStatus(errno, "fsync", path);
+      status = base::ErrnoToStatus(errno, "fsync", path);
     }
     if (::close(fd) != 0 && status.ok()) {
-      status = ErrnoStatus(errno, "closing", path);
+      status = base::ErrnoToStatus(errno, "closing", path);
     }
     return Fail(status);
   }
@@ -431,12 +336,12 @@ class CheckpointWriter::Impl {
     bool exchanged = false;
     if (::rename(temporary_.c_str(), final_path_.c_str()) != 0) {
       if (errno != EEXIST && errno != ENOTEMPTY) {
-        return ErrnoStatus(errno, absl::StrCat("renaming ", temporary_, " to"),
-                           final_path_);
+        return base::ErrnoToStatus(
+            errno, absl::StrCat("renaming ", temporary_, " to"), final_path_);
       }
       if (::syscall(SYS_renameat2, AT_FDCWD, temporary_.c_str(), AT_FDCWD,
                     final_path_.c_str(), RENAME_EXCHANGE) != 0) {
-        return ErrnoStatus(
+        return base::ErrnoToStatus(
             errno,
             absl::StrCat("replacing (renameat2 RENAME_EXCHANGE) with ",
                          temporary_),
@@ -447,17 +352,15 @@ class CheckpointWriter::Impl {
     // From here on the new checkpoint is in place: failures below must
     // not delete it.
     committed_ = true;
-    Unregister();
     absl::Status status;
-    if (options_.sync) status = FsyncPath(parent_, true);
+    if (options_.sync) status = base::FsyncPath(parent_);
     if (exchanged) {
       // temporary_ now holds the previous checkpoint.
-      absl::Status removed = RemoveTree(temporary_);
+      absl::Status removed = base::RemoveTree(temporary_);
       if (!removed.ok()) {
-        std::fprintf(stderr,
-                     "checkpoint: warning: could not remove the replaced "
-                     "checkpoint: %s\n",
-                     std::string(removed.message()).c_str());
+        base::Warn(absl::StrCat(
+            "checkpoint: could not remove the replaced checkpoint: ",
+            removed.message()));
       }
     }
     return status;
@@ -478,18 +381,10 @@ class CheckpointWriter::Impl {
     }
     if (!aborted_) {
       aborted_ = true;
-      absl::Status removed = RemoveTree(temporary_);
-      if (!removed.ok()) {
-        std::fprintf(stderr, "checkpoint: warning: %s\n",
-                     std::string(removed.message()).c_str());
-      }
-      Unregister();
+      absl::Status removed = base::RemoveTree(temporary_);
+      if (!removed.ok())
+        base::Warn(absl::StrCat("checkpoint: ", removed.message()));
     }
-  }
-
-  void Unregister() {
-    absl::MutexLock lock(&live_temporaries_mutex);
-    LiveTemporaries().erase(temporary_name_);
   }
 
   const std::string final_path_;
@@ -527,32 +422,22 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(
   }
   struct stat parent_stat;
   if (::stat(parent.c_str(), &parent_stat) != 0) {
-    return ErrnoStatus(errno, "checkpoint parent directory", parent);
+    return base::ErrnoToStatus(errno, "checkpoint parent directory", parent);
   }
   if (!S_ISDIR(parent_stat.st_mode)) {
-    return ErrnoStatus(ENOTDIR, "checkpoint parent directory", parent);
+    return base::ErrnoToStatus(ENOTDIR, "checkpoint parent directory", parent);
   }
 
-  static std::atomic<uint64_t> counter{0};
   std::string temporary_name;
   std::string temporary;
   for (int attempt = 0;; ++attempt) {
-    const uint64_t unique =
-        static_cast<uint64_t>(
-            std::chrono::steady_clock::now().time_since_epoch().count()) ^
-        (counter.fetch_add(1) << 48);
-    temporary_name =
-        absl::StrCat(kTemporaryPrefix, name.substr(0, kMaxNameInTemporary), "-",
-                     ::getpid(), "-", absl::Hex(unique));
-    temporary = JoinPath(parent, temporary_name);
+    temporary_name = base::TemporaryName(name);
+    temporary = base::JoinPath(parent, temporary_name);
     if (::mkdir(temporary.c_str(), 0755) == 0) break;
     if (errno != EEXIST || attempt > 100) {
-      return ErrnoStatus(errno, "creating temporary directory", temporary);
+      return base::ErrnoToStatus(errno, "creating temporary directory",
+                                 temporary);
     }
-  }
-  {
-    absl::MutexLock lock(&live_temporaries_mutex);
-    LiveTemporaries().insert(temporary_name);
   }
   auto impl =
       std::make_unique<Impl>(final_path, parent, temporary_name, options);
@@ -589,26 +474,7 @@ const std::string& CheckpointWriter::final_path() const {
 }
 
 absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory) {
-  DIR* dir = ::opendir(directory.c_str());
-  if (dir == nullptr) return ErrnoStatus(errno, "listing", directory);
-  std::vector<std::string> stale;
-  while (struct dirent* entry = ::readdir(dir)) {
-    if (absl::StartsWith(entry->d_name, kTemporaryPrefix)) {
-      stale.emplace_back(entry->d_name);
-    }
-  }
-  ::closedir(dir);
-  int removed = 0;
-  for (const std::string& name : stale) {
-    {
-      absl::MutexLock lock(&live_temporaries_mutex);
-      if (LiveTemporaries().count(name) != 0) continue;
-    }
-    const std::string path = JoinPath(directory, name);
-    if (absl::Status status = RemoveTree(path); !status.ok()) return status;
-    ++removed;
-  }
-  return removed;
+  return base::RemoveStaleTemporaries(directory);
 }
 
 }  // namespace checkpoint

@@ -3,12 +3,13 @@
 //
 // On-disk layout (checkpoint/FORMAT.md has the full specification):
 //
-//   NAME/manifest.pb        checkpoint.proto.Manifest, binary protobuf
+//   NAME/manifest.pb        32-byte checked header + canonical
+//                           checkpoint.proto.Manifest (manifest_file.h)
 //   NAME/data-00000.bin     tensor bytes, each tensor at an offset aligned to
 //                           Manifest.alignment (64), zero padding between
 //
 // Atomicity: everything is written into a temporary sibling directory
-// `.tmp-NAME-<unique>` of the final path, data and manifest are fsync'ed,
+// `.tmp-NAME-<pid>-<unique>` of the final path, data and manifest are fsync'ed,
 // the directory is renamed to NAME and the parent is fsync'ed. If NAME
 // already exists it is swapped in one renameat2(RENAME_EXCHANGE) and the
 // old directory removed afterwards. A crash at any instant leaves either
@@ -35,13 +36,15 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "checkpoint/manifest.pb.h"
+#include "checkpoint/manifest_file.h"
+#include "tools/base/files.h"
 
 namespace checkpoint {
 
-inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint32_t kTensorAlignment = 64;
 inline constexpr char kManifestFileName[] = "manifest.pb";
-inline constexpr char kTemporaryPrefix[] = ".tmp-";
+// Uncommitted temporaries begin with this (FORMAT.md section 6).
+using base::kTemporaryPrefix;
 
 struct WriterOptions {
   // fsync data, manifest and directories before and after the rename.
@@ -86,8 +89,10 @@ class CheckpointWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Deletes `.tmp-*` directories left in `directory` by writers that died.
-// Returns how many were removed.
+// Deletes `.tmp-*` directories left in `directory` by writers that died;
+// those of live processes (this one's included: an async save may be
+// writing) are spared, by the pid in their name. Returns how many were
+// removed.
 absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory);
 
 // Bytes per element of `dtype`, or 0 for DTYPE_UNSPECIFIED / unknown values.

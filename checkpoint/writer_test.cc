@@ -77,7 +77,7 @@ TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
   std::vector<char> a = Bytes(3, 1);        // 3 bytes: next needs padding
   std::vector<char> b = Bytes(40, 2);       // 10 floats
   std::vector<char> c = Bytes(3 << 20, 3);  // large: written directly
-  std::vector<char> d = Bytes(5, 4);
+  std::vector<char> d = {0, 1, 1, 0, 1};
   ASSERT_TRUE((*writer)->AddTensor("a", proto::UINT8, {3}, a).ok());
   ASSERT_TRUE((*writer)->AddTensor("b", proto::FLOAT32, {2, 5}, b).ok());
   ASSERT_TRUE((*writer)->AddTensor("c", proto::INT8, {3 << 20}, c).ok());
@@ -86,8 +86,10 @@ TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
 
   EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
   EXPECT_THAT(ListDir(path), ElementsAre("data-00000.bin", "manifest.pb"));
-  proto::Manifest manifest;
-  ASSERT_TRUE(manifest.ParseFromString(ReadFile(path + "/manifest.pb")));
+  absl::StatusOr<proto::Manifest> decoded =
+      DecodeManifestFile(ReadFile(path + "/manifest.pb"));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  const proto::Manifest& manifest = *decoded;
   EXPECT_EQ(manifest.format_version(), kFormatVersion);
   EXPECT_EQ(manifest.alignment(), 64u);
   ASSERT_EQ(manifest.data_files_size(), 1);

@@ -50,7 +50,7 @@
 #include "absl/strings/string_view.h"
 #include "checkpoint/manifest.pb.h"
 #include "nlohmann/json.hpp"
-#include "tools/version.h"
+#include "tools/base/version.h"
 
 namespace model_export {
 

@@ -1,7 +1,7 @@
 // The project's version, recorded as the producer version in every
 // checkpoint and exported model, so a file names the code that wrote it.
-#ifndef TOOLS_VERSION_H_
-#define TOOLS_VERSION_H_
+#ifndef TOOLS_BASE_VERSION_H_
+#define TOOLS_BASE_VERSION_H_
 
 namespace project {
 
@@ -9,4 +9,4 @@ inline constexpr char kVersion[] = "0.1.0";
 
 }  // namespace project
 
-#endif  // TOOLS_VERSION_H_
+#endif  // TOOLS_BASE_VERSION_H_
