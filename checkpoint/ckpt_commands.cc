@@ -23,7 +23,9 @@
 #include "checkpoint/digest.h"
 #include "checkpoint/manager.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
+#include "tools/base/paths.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -323,12 +325,7 @@ float BFloat16ToFloat(uint16_t bits) {
 }
 
 std::string ResolveUserPath(const std::string& path) {
-  const char* working_directory = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.empty() || path[0] == '/' || working_directory == nullptr ||
-      working_directory[0] == '\0') {
-    return path;
-  }
-  return absl::StrCat(working_directory, "/", path);
+  return base::ResolveUserPath(path);
 }
 
 absl::StatusOr<std::string> InspectText(const std::string& path) {
@@ -699,25 +696,27 @@ int RunCkpt(const std::vector<std::string>& args, const Flags& flags,
   };
   if (args.empty()) {
     return fail(kExitUsage,
-                "missing command: inspect, verify, ls, diff or digest (see "
-                "--help)");
+                "missing command: inspect, verify, ls, diff, digest or upgrade "
+                "(see --help)");
   }
   const std::string& command = args[0];
-  size_t expected = command == "diff" ? 3 : 2;
+  const bool two_paths = command == "diff" || command == "upgrade";
+  size_t expected = two_paths ? 3 : 2;
   bool known = command == "inspect" || command == "verify" || command == "ls" ||
-               command == "diff" || command == "digest";
+               command == "diff" || command == "digest" || command == "upgrade";
   if (!known) {
-    return fail(
-        kExitUsage,
-        absl::StrCat("unknown command '", command,
-                     "': expected inspect, verify, ls, diff or digest"));
+    return fail(kExitUsage,
+                absl::StrCat("unknown command '", command,
+                             "': expected inspect, verify, ls, diff, digest or "
+                             "upgrade"));
   }
   if (args.size() != expected) {
     return fail(kExitUsage,
                 absl::StrCat(command, " takes ",
-                             command == "diff" ? "two paths (A B)"
-                             : command == "ls" ? "one run directory"
-                                               : "one checkpoint path",
+                             command == "diff"      ? "two paths (A B)"
+                             : command == "upgrade" ? "two paths (OLD NEW)"
+                             : command == "ls"      ? "one run directory"
+                                                    : "one checkpoint path",
                              ", got ", args.size() - 1, " argument(s)"));
   }
   if (flags.json && command != "inspect") {
@@ -729,6 +728,14 @@ int RunCkpt(const std::vector<std::string>& args, const Flags& flags,
     if (!report.ok()) return fail(kExitUsage, report.status().message());
     out << report->text;
     return report->identical ? kExitOk : kExitFailure;
+  }
+  if (command == "upgrade") {
+    const std::string new_path = ResolveUserPath(args[2]);
+    absl::StatusOr<int> copied = UpgradeCheckpoint(path, new_path);
+    if (!copied.ok()) return fail(kExitFailure, copied.status().message());
+    out << "OK: " << *copied << " tensors verified and written to " << new_path
+        << " in format version " << kFormatVersion << "\n";
+    return kExitOk;
   }
   absl::StatusOr<std::string> text;
   if (command == "inspect") {

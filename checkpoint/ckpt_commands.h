@@ -4,10 +4,12 @@
 //
 //   ckpt inspect PATH [--json]  metadata, progress, metrics, training state
 //                               and the tensor table (or one JSON object)
-//   ckpt verify PATH            checks every tensor's checksum
+//   ckpt verify PATH            checks every byte: manifest, tensors, padding
 //   ckpt ls RUN_DIR             the run's checkpoints; marks best and last
 //   ckpt diff A B               per-tensor comparison
 //   ckpt digest PATH            TensorDigest alone on stdout
+//   ckpt upgrade OLD NEW        a format version 1 checkpoint, verified and
+//                               rewritten in the current version
 //
 // PATH is a checkpoint directory or a link to one (RUN_DIR/best,
 // RUN_DIR/last). A relative path is resolved against BUILD_WORKING_DIRECTORY
@@ -42,6 +44,7 @@ inline constexpr char kUsage[] =
     "  ls RUN_DIR             list a run's checkpoints, marking best/last\n"
     "  diff A B               compare two checkpoints tensor by tensor\n"
     "  digest PATH            print the checkpoint's tensor digest\n"
+    "  upgrade OLD NEW        rewrite a format 1 checkpoint in format 2\n"
     "PATH is a checkpoint directory, RUN_DIR/best or RUN_DIR/last.";
 
 struct Flags {

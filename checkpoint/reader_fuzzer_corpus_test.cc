@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/digest.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
 #include "gtest/gtest.h"
 
@@ -210,6 +212,20 @@ TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointIsRefusedButUpgradable) {
   ASSERT_TRUE(reader.ok()) << reader.status();
   ExpectSmallCheckpoint(**reader, 1);
   EXPECT_TRUE((*reader)->VerifyAll().ok());
+
+  // `ckpt upgrade`: same tensors (same digest), current format.
+  const std::string upgraded = dir + "-v2";
+  absl::StatusOr<int> copied = UpgradeCheckpoint(dir, upgraded);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(*copied, 4);
+  auto current = CheckpointReader::Open(upgraded);
+  ASSERT_TRUE(current.ok()) << current.status();
+  ExpectSmallCheckpoint(**current, 2);
+  EXPECT_EQ(*TensorDigest(**current), *TensorDigest(**reader));
+  EXPECT_EQ(UpgradeCheckpoint(dir, upgraded).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(UpgradeCheckpoint(upgraded, dir + "-again").status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
