@@ -299,7 +299,9 @@ std::vector<std::string> SelectForDeletion(
   for (const CheckpointEntry* entry : by_step) {
     if (entry->is_best || entry->is_last) kept.insert(entry->name);
   }
-  if (keep_last < 0 || keep_top_k < 0) return {};
+  // -1 means "this rule is not set": with neither set everything stays;
+  // with one set, that rule alone decides.
+  if (keep_last < 0 && keep_top_k < 0) return {};
   for (int i = 0; i < keep_last && i < static_cast<int>(by_step.size()); ++i) {
     kept.insert(by_step[by_step.size() - 1 - i]->name);
   }
@@ -589,7 +591,7 @@ absl::Status CheckpointManager::ApplyRetention() {
   }
   std::vector<std::string> victims = SelectForDeletion(
       entries_, options_.keep_last,
-      options_.monitor.empty() ? 0 : options_.keep_top_k, options_.mode);
+      options_.monitor.empty() ? -1 : options_.keep_top_k, options_.mode);
   if (victims.empty()) return absl::OkStatus();
   // Renaming first takes each victim out of the set of checkpoints at once:
   // a crash during the recursive removal leaves a `.tmp-*` directory for

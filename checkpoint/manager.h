@@ -138,8 +138,10 @@ struct CheckpointEntry {
 // Retention: names of the `entries` that neither keep rule nor the
 // best/last protection keeps. `keep_last` keeps the N highest steps,
 // `keep_top_k` the K best finite metrics under `mode` (ties by lower step);
-// -1 keeps all, 0 keeps none beyond best and last. Entries flagged is_best
-// or is_last are always kept.
+// a checkpoint is kept when any set rule keeps it. -1 leaves a rule unset:
+// with both unset everything is kept, with one unset the other alone
+// decides. 0 keeps none beyond best and last. Entries flagged is_best or
+// is_last are always kept.
 std::vector<std::string> SelectForDeletion(
     const std::vector<CheckpointEntry>& entries, int keep_last, int keep_top_k,
     proto::MonitoredMetric::Mode mode);
@@ -151,10 +153,11 @@ class CheckpointManager {
     // keep_top_k is ignored.
     std::string monitor;
     proto::MonitoredMetric::Mode mode = proto::MonitoredMetric::MIN;
-    // N most recent checkpoints by global step to keep; -1 keeps all.
+    // N most recent checkpoints by global step to keep; -1: rule unset.
     int keep_last = -1;
-    // K best checkpoints by the monitored metric to keep; -1 keeps all,
-    // 0 keeps none besides best and last.
+    // K best checkpoints by the monitored metric to keep; -1: rule unset,
+    // 0 keeps none besides best and last. With both rules unset nothing is
+    // deleted (SelectForDeletion).
     int keep_top_k = -1;
     std::string name_template = NameTemplate::kDefault;
   };

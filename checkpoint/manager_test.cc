@@ -364,11 +364,18 @@ TEST(RetentionTest, LastIsKeptEvenWhenItIsNaN) {
               ElementsAre("step=001", "step=002"));
 }
 
-TEST(RetentionTest, MinusOneKeepsAll) {
-  EXPECT_THAT(RunRetention("keep_all_top", 0, -1, {0.3, 0.4, 0.5}),
+TEST(RetentionTest, MinusOneOnBothKeepsAll) {
+  EXPECT_THAT(RunRetention("keep_all", -1, -1, {0.3, 0.4, 0.5}),
               ElementsAre("step=001", "step=002", "step=003"));
-  EXPECT_THAT(RunRetention("keep_all_last", -1, 0, {0.3, 0.4, 0.5}),
-              ElementsAre("step=001", "step=002", "step=003"));
+}
+
+// --keep_last=N alone keeps N (plus best and last); it used to keep all,
+// because the unset keep_top_k=-1 meant "keep everything".
+TEST(RetentionTest, OneRuleAloneDecides) {
+  EXPECT_THAT(RunRetention("keep_last_alone", 1, -1, {0.1, 0.4, 0.5, 0.6}),
+              ElementsAre("step=001", "step=004"));
+  EXPECT_THAT(RunRetention("keep_top_alone", -1, 2, {0.3, 0.1, 0.2, 0.5}),
+              ElementsAre("step=002", "step=003", "step=004"));
 }
 
 TEST(RetentionTest, SelectForDeletionIsPure) {
@@ -387,7 +394,13 @@ TEST(RetentionTest, SelectForDeletionIsPure) {
   EXPECT_THAT(SelectForDeletion(entries, 0, 2, proto::MonitoredMetric::MIN),
               ElementsAre("s4", "s5"));
   EXPECT_TRUE(
-      SelectForDeletion(entries, -1, 0, proto::MonitoredMetric::MIN).empty());
+      SelectForDeletion(entries, -1, -1, proto::MonitoredMetric::MIN).empty());
+  // One rule alone decides: --keep_last=N without --keep_top_k keeps the N
+  // newest (plus best and last), it does not keep everything.
+  EXPECT_THAT(SelectForDeletion(entries, 1, -1, proto::MonitoredMetric::MIN),
+              ElementsAre("s1", "s4"));
+  EXPECT_THAT(SelectForDeletion(entries, -1, 0, proto::MonitoredMetric::MIN),
+              ElementsAre("s1", "s4", "s5"));
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/version.h"
+#include "tools/base/warnings.h"
 #include "torch/cuda.h"
 #include "torch/types.h"
 #include "torch/utils.h"
@@ -471,10 +472,9 @@ AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options,
 AsyncCheckpointSaver::~AsyncCheckpointSaver() {
   absl::Status unreported = JoinAndTakeError();
   if (!unreported.ok()) {
-    std::fprintf(stderr,
-                 "AsyncCheckpointSaver: the asynchronous save to %s failed "
-                 "and nobody called Wait(): %s\n",
-                 pending_path_.c_str(), unreported.ToString().c_str());
+    base::Warn(absl::StrCat(
+        "AsyncCheckpointSaver: the asynchronous save to ", pending_path_,
+        " failed and nobody called Wait(): ", unreported.ToString()));
   }
 }
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/warnings.h"
 #include "torch/cuda.h"
 #include "torch/optim/adam.h"
 #include "torch/optim/adamw.h"
@@ -485,11 +486,10 @@ absl::Status RestoreRngState(const proto::RngState& state,
         torch::cuda::is_available() ? torch_compat::CudaDeviceCount() : 0;
     std::vector<torch::Tensor> cuda_states;
     if (saved_cuda > 0 && available < saved_cuda) {
-      std::fprintf(stderr,
-                   "warning: the checkpoint holds RNG state for %d CUDA "
-                   "device(s) but %d are available; CUDA RNG state is not "
-                   "restored\n",
-                   saved_cuda, available);
+      base::Warn(
+          absl::StrCat("the checkpoint holds RNG state for ", saved_cuda,
+                       " CUDA device(s) but ", available,
+                       " are available; CUDA RNG state is not restored"));
     } else {
       for (const std::string& name : state.cuda_generator_tensors()) {
         absl::StatusOr<torch::Tensor> cuda_state = find(name);

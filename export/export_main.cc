@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "export/exporter.h"
+#include "tools/base/paths.h"
 #include "tools/cli/flags.h"
 
 ABSL_FLAG(std::string, checkpoint, "",
@@ -38,15 +39,9 @@ constexpr char kUsage[] =
     "export --checkpoint=RUN_DIR/best --out=model.pt [--lite=model.ptl]\n"
     "       export --inspect=model.pt";
 
-// Under `bazel run` the working directory is the runfiles tree; paths the
-// user typed are relative to where they ran bazel (BUILD_WORKING_DIRECTORY).
+// Paths the user typed mean the caller's directory under `bazel run`.
 std::string UserPath(const std::string& path) {
-  const char* working_directory = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.empty() || path[0] == '/' || working_directory == nullptr ||
-      working_directory[0] == '\0') {
-    return path;
-  }
-  return absl::StrCat(working_directory, "/", path);
+  return base::ResolveUserPath(path);
 }
 
 // Errors can carry LibTorch messages over several lines; the CLI prints one.

@@ -19,21 +19,13 @@
 #include "checkpoint/tensors.h"
 #include "export/metadata.h"
 #include "export/torchscript.h"
+#include "tools/base/status.h"
 #include "trainer/architectures.h"
 
 namespace model_export {
 namespace {
 
-absl::Status Annotate(const absl::Status& status, absl::string_view context) {
-  return absl::Status(status.code(),
-                      absl::StrCat(context, ": ", status.message()));
-}
-
-#define RETURN_IF_ERROR(expression)      \
-  do {                                   \
-    absl::Status status_ = (expression); \
-    if (!status_.ok()) return status_;   \
-  } while (false)
+using base::Annotate;
 
 absl::StatusOr<std::string> ResolvePath(const std::string& path) {
   char resolved[PATH_MAX];

@@ -22,46 +22,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/base/files.h"
+#include "tools/base/status.h"
 
 namespace model_export {
 namespace {
-
-#define RETURN_IF_ERROR(expression)      \
-  do {                                   \
-    absl::Status status_ = (expression); \
-    if (!status_.ok()) return status_;   \
-  } while (false)
-
-absl::Status ErrnoError(const std::string& what, int error_number) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(error_number));
-  if (error_number == ENOENT) return absl::NotFoundError(message);
-  if (error_number == EACCES || error_number == EPERM) {
-    return absl::PermissionDeniedError(message);
-  }
-  return absl::InternalError(message);
-}
-
-std::string DirectoryOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-std::string BaseNameOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-absl::Status SyncPath(const std::string& path, int open_flags) {
-  int fd = ::open(path.c_str(), open_flags | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(absl::StrCat("opening ", path), errno);
-  int result = ::fsync(fd);
-  int fsync_errno = errno;
-  ::close(fd);
-  if (result != 0) return ErrnoError(absl::StrCat("fsync ", path), fsync_errno);
-  return absl::OkStatus();
-}
 
 // Output of one forward pass on `input`, which must be a tensor.
 absl::StatusOr<torch::Tensor> ForwardTensor(torch::jit::Module& module,
@@ -89,60 +54,7 @@ absl::Status CheckParity(const std::string& what,
   return absl::OkStatus();
 }
 
-// A file being written: a temporary beside its destination, removed on
-// destruction unless published.
-class PendingFile {
- public:
-  explicit PendingFile(std::string final_path)
-      : final_path_(std::move(final_path)) {}
-  ~PendingFile() {
-    if (!temporary_path_.empty()) ::unlink(temporary_path_.c_str());
-  }
-  PendingFile(const PendingFile&) = delete;
-  PendingFile& operator=(const PendingFile&) = delete;
-
-  // Creates the temporary (O_EXCL), so that an unwritable destination fails
-  // here with the system's reason rather than deep inside LibTorch.
-  absl::Status Reserve() {
-    static std::atomic<uint64_t> counter{0};
-    std::string directory = DirectoryOf(final_path_);
-    struct stat final_stat;
-    if (::stat(final_path_.c_str(), &final_stat) == 0 &&
-        S_ISDIR(final_stat.st_mode)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(final_path_, " is a directory"));
-    }
-    std::string candidate =
-        absl::StrCat(directory, "/.tmp-", BaseNameOf(final_path_), "-",
-                     ::getpid(), "-", counter.fetch_add(1));
-    int fd = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                    0644);
-    if (fd < 0) {
-      return ErrnoError(absl::StrCat("cannot create a file in ", directory,
-                                     " for ", final_path_),
-                        errno);
-    }
-    ::close(fd);
-    temporary_path_ = candidate;
-    return absl::OkStatus();
-  }
-
-  absl::Status Publish() {
-    RETURN_IF_ERROR(SyncPath(temporary_path_, O_RDONLY));
-    if (::rename(temporary_path_.c_str(), final_path_.c_str()) != 0) {
-      return ErrnoError(absl::StrCat("renaming into ", final_path_), errno);
-    }
-    temporary_path_.clear();
-    return SyncPath(DirectoryOf(final_path_), O_RDONLY | O_DIRECTORY);
-  }
-
-  const std::string& temporary_path() const { return temporary_path_; }
-  const std::string& final_path() const { return final_path_; }
-
- private:
-  std::string final_path_;
-  std::string temporary_path_;
-};
+using base::PendingFile;
 
 }  // namespace
 
@@ -284,7 +196,7 @@ absl::StatusOr<std::string> ReadExtraFile(const std::string& model_path,
                                           const std::string& name) {
   struct stat file_stat;
   if (::stat(model_path.c_str(), &file_stat) != 0) {
-    return ErrnoError(model_path, errno);
+    return base::ErrnoToStatus(errno, "opening", model_path);
   }
   if (!S_ISREG(file_stat.st_mode)) {
     return absl::FailedPreconditionError(

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "tools/base/paths.h"
 
 namespace runner {
 
@@ -97,12 +98,7 @@ int64_t PeakResidentKib() {
 }
 
 std::string ResolveUserPath(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  const char* working_directory = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (working_directory == nullptr || working_directory[0] == '\0') {
-    return path;
-  }
-  return std::string(working_directory) + "/" + path;
+  return base::ResolveUserPath(path);
 }
 
 nlohmann::json LatencySummaryJson(const LatencySummary& summary) {

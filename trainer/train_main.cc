@@ -14,6 +14,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "tools/base/paths.h"
 #include "tools/cli/flags.h"
 #include "trainer/trainer.h"
 
@@ -63,10 +64,12 @@ ABSL_FLAG(int64_t, save_every_steps, 0,
           "Also save a checkpoint every N optimizer steps inside an epoch "
           "(0: only after each epoch's validation).");
 ABSL_FLAG(int32_t, keep_last, -1,
-          "Keep the N most recent checkpoints (-1: all); best and last are "
-          "always kept.");
+          "Keep the N most recent checkpoints; best and last are always "
+          "kept. With --keep_top_k too, a checkpoint either rule keeps "
+          "stays. -1 (with --keep_top_k=-1): keep all.");
 ABSL_FLAG(int32_t, keep_top_k, -1,
-          "Keep the K best checkpoints by --monitor (-1: all).");
+          "Keep the K best checkpoints by --monitor; combines with "
+          "--keep_last as above. -1 (with --keep_last=-1): keep all.");
 ABSL_FLAG(bool, resume, false,
           "Continue from RUN_DIR's newest valid checkpoint (RUN_DIR/last, or "
           "the newest that verifies); start fresh if there is none.");
@@ -140,7 +143,10 @@ int main(int argc, char** argv) {
                                     "' (flags only; see --help)"));
   }
   trainer::TrainOptions options;
-  options.run_dir = absl::GetFlag(FLAGS_run_dir);
+  // Under `bazel run` relative paths mean the caller's directory, as in
+  // `ckpt` and `export`, so `bazel run //:train -- --run_dir=runs/a` and
+  // `bazel run //:ckpt -- ls runs/a` name the same directory.
+  options.run_dir = base::ResolveUserPath(absl::GetFlag(FLAGS_run_dir));
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.model = absl::GetFlag(FLAGS_model);
   options.device = absl::GetFlag(FLAGS_device);
@@ -154,7 +160,7 @@ int main(int argc, char** argv) {
   options.lr_schedule = absl::GetFlag(FLAGS_lr_schedule);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.threads = absl::GetFlag(FLAGS_threads);
-  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.data_dir = base::ResolveUserPath(absl::GetFlag(FLAGS_data_dir));
   if (options.data_dir.empty()) options.data_dir = DefaultDataDir();
   options.max_train_examples = absl::GetFlag(FLAGS_max_train_examples);
   options.max_val_examples = absl::GetFlag(FLAGS_max_val_examples);

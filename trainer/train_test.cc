@@ -7,7 +7,9 @@
 // with --threads=1, so that the final parameters are bitwise reproducible
 // on CPU and comparable through the checkpoint's tensor digest.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,12 +17,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "checkpoint/digest.h"
@@ -283,16 +285,51 @@ TEST_F(TrainTest, SigtermSavesLastAndResumeIsBitwiseTheStraightRun) {
   EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_);
 }
 
-TEST_F(TrainTest, SigkillAtARandomMomentLeavesLoadableCheckpoints) {
+// Blocks until the `count`-th checkpoint temporary appears in `run_dir`
+// (a save has begun) and returns true, or returns false when `pid` exits
+// first or nothing happens for a minute. Deterministic where a sleep is
+// not: the kill always lands inside the count-th save.
+bool WaitForNthSave(const std::string& run_dir, int count, pid_t pid) {
+  const int fd = inotify_init1(IN_CLOEXEC);
+  if (fd < 0 || inotify_add_watch(fd, run_dir.c_str(), IN_CREATE) < 0) {
+    return false;
+  }
+  int seen = 0;
+  alignas(struct inotify_event) char buffer[4096];
+  for (int idle_ms = 0; idle_ms < 60000;) {
+    struct pollfd ready = {fd, POLLIN, 0};
+    if (poll(&ready, 1, 100) <= 0) {
+      idle_ms += 100;
+      if (waitpid(pid, nullptr, WNOHANG) == pid) break;
+      continue;
+    }
+    const ssize_t length = read(fd, buffer, sizeof(buffer));
+    for (ssize_t at = 0; at < length;) {
+      const auto* event =
+          reinterpret_cast<const struct inotify_event*>(buffer + at);
+      const std::string name = event->len > 0 ? event->name : "";
+      if (absl::StartsWith(name, ".tmp-") &&
+          !absl::StartsWith(name, ".tmp-link-") &&
+          !absl::StartsWith(name, ".tmp-delete-") && ++seen == count) {
+        close(fd);
+        return true;
+      }
+      at += sizeof(struct inotify_event) + event->len;
+    }
+  }
+  close(fd);
+  return false;
+}
+
+TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
   const std::string run_dir = TempDir("sigkill");
-  std::random_device entropy;
-  const int delay_ms = std::uniform_int_distribution<int>(500, 6000)(entropy);
+  ASSERT_EQ(mkdir(run_dir.c_str(), 0755), 0);
   Process process = Start(
       With(SmallRunFlags(run_dir), {"--save_every_steps=2"}), "sigkill_1");
-  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  ASSERT_TRUE(WaitForNthSave(run_dir, 3, process.pid))
+      << "the run ended before its third save began";
   kill(process.pid, SIGKILL);
-  Wait(process);
-  SCOPED_TRACE(absl::StrCat("killed after ", delay_ms, " ms"));
+  EXPECT_EQ(Wait(process), 128 + SIGKILL);
   // Whatever `best` and `last` name is complete and verifies.
   for (const char* link : {"best", "last"}) {
     const std::string path = run_dir + "/" + link;
@@ -337,6 +374,22 @@ TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
                    "no_cuda");
   ExpectUsageError({"--run_dir=" + run_dir, "--device=cpu", "--amp"}, "--amp",
                    "amp_on_cpu");
+}
+
+// Under `bazel run`, --run_dir=runs/a means the caller's runs/a, the same
+// directory `bazel run //:ckpt -- ls runs/a` lists.
+TEST(TrainPathsTest, RelativeRunDirIsTheCallersUnderBazelRun) {
+  const std::string caller = TempDir("caller");
+  ASSERT_EQ(mkdir(caller.c_str(), 0755), 0);
+  ASSERT_EQ(setenv("BUILD_WORKING_DIRECTORY", caller.c_str(), 1), 0);
+  Result result =
+      RunTrain({"--run_dir=runs/a", "--epochs=1", "--max_train_examples=64",
+                "--max_val_examples=64", "--max_test_examples=64",
+                "--batch_size=64", "--threads=1", "--progress=lines"},
+               "relative");
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  EXPECT_TRUE(Exists(caller + "/runs/a/last")) << result.stdout_text;
 }
 
 TEST_F(TrainTest, RefusesToMixRunsInOneDirectory) {

@@ -32,6 +32,7 @@
 #include "checkpoint/training_state.h"
 #include "nlohmann/json.hpp"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/warnings.h"
 #include "trainer/architectures.h"
 #include "trainer/idx_reader.h"
 #include "trainer/loss_scaler.h"
@@ -497,9 +498,12 @@ class Run {
   std::unique_ptr<LearningRateSchedule> schedule_;
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<checkpoint::CheckpointManager> manager_;
-  std::unique_ptr<checkpoint::AsyncCheckpointSaver> saver_;
+  // Declared before the saver on purpose: members are destroyed in reverse
+  // order, so ~Run joins the saver's worker (whose completion callback locks
+  // these) while they are still alive.
   std::mutex save_error_mutex_;
   absl::Status save_error_;
+  std::unique_ptr<checkpoint::AsyncCheckpointSaver> saver_;
   std::string resumed_from_;
 
   int64_t batches_per_epoch_ = 0;
@@ -894,8 +898,8 @@ void Run::EvaluateBest(TrainSummary* summary) {
   absl::StatusOr<CheckpointState> best =
       checkpoint::LoadCheckpoint(summary->best_path);
   if (!best.ok()) {
-    std::fprintf(stderr, "train: warning: cannot load best checkpoint: %s\n",
-                 std::string(best.status().message()).c_str());
+    base::Warn(absl::StrCat("train: cannot load best checkpoint: ",
+                            best.status().message()));
     return;
   }
   summary->best_epoch = best->metadata.progress().epoch();
@@ -913,15 +917,15 @@ void Run::EvaluateBest(TrainSummary* summary) {
     if (!report.ok()) model = report.status();
   }
   if (!model.ok()) {
-    std::fprintf(stderr, "train: warning: cannot rebuild best model: %s\n",
-                 std::string(model.status().message()).c_str());
+    base::Warn(absl::StrCat("train: cannot rebuild best model: ",
+                            model.status().message()));
     return;
   }
   absl::StatusOr<IdxDataset> test =
       ReadDataset(paths_.test_images, paths_.test_labels, *config);
   if (!test.ok()) {
-    std::fprintf(stderr, "train: warning: cannot read the test set: %s\n",
-                 std::string(test.status().message()).c_str());
+    base::Warn(absl::StrCat("train: cannot read the test set: ",
+                            test.status().message()));
     return;
   }
   const int64_t count =
