@@ -517,7 +517,8 @@ absl::StatusOr<std::string> InspectJson(const std::string& path) {
   }
   json["tensor_count"] = manifest.tensors_size();
   json["tensor_bytes"] = total;
-  return json.dump(2) + "\n";
+  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
 
 absl::StatusOr<std::string> Verify(const std::string& path) {

@@ -103,6 +103,17 @@ TEST_F(CkptCommandsTest, InspectShowsMetadataTrainingStateAndTensors) {
   EXPECT_TRUE(found_row) << result.out;
 }
 
+// A path that is not UTF-8 (legal on Linux) must not make the JSON
+// encoder throw and terminate the process.
+TEST_F(CkptCommandsTest, InspectJsonOfANonUtf8PathIsValidJson) {
+  const std::string odd = Path("caf\xe9");
+  std::filesystem::copy(Path("run/best"), odd,
+                        std::filesystem::copy_options::recursive);
+  Result result = Run({"inspect", odd}, /*json=*/true);
+  ASSERT_EQ(result.code, 0) << result.err;
+  EXPECT_NO_THROW(nlohmann::json::parse(result.out)) << result.out;
+}
+
 TEST_F(CkptCommandsTest, InspectJsonIsMachineReadable) {
   Result result = Run({"inspect", Path("run/best")}, /*json=*/true);
   ASSERT_EQ(result.code, 0) << result.err;

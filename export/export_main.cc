@@ -54,7 +54,7 @@ void ExitIfFailed(const absl::Status& status) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   std::vector<std::string> positional =
       cli::ParseFlagsOrExit(argc, argv, kUsage);
   if (!positional.empty()) {
@@ -115,4 +115,17 @@ int main(int argc, char** argv) {
     std::printf("  wrote %s\n", options.lite_output_path.c_str());
   }
   return 0;
+}
+
+// LibTorch and nlohmann throw; whatever escapes is still one line, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& error) {
+    ExitIfFailed(
+        absl::InternalError(absl::StrCat("unexpected error: ", error.what())));
+  } catch (...) {
+    ExitIfFailed(absl::InternalError("unexpected error"));
+  }
+  return 1;
 }

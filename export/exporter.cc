@@ -149,7 +149,9 @@ absl::StatusOr<ExportSummary> ExportCheckpoint(const ExportOptions& options) {
   description.probe_seed = probe.seed;
   description.parity_tolerance = probe.tolerance;
   description.parity_max_abs_difference = frozen->max_abs_difference;
-  summary.metadata_json = BuildMetadataJson(metadata, description).dump(2);
+  summary.metadata_json =
+      BuildMetadataJson(metadata, description)
+          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 
   RETURN_IF_ERROR(
       WriteModelFiles(*frozen, {options.output_path, options.lite_output_path},
@@ -163,7 +165,8 @@ absl::StatusOr<std::string> InspectModel(const std::string& model_path) {
   if (!text.ok()) return text.status();
   absl::StatusOr<nlohmann::json> document = ParseMetadataJson(*text);
   if (!document.ok()) return Annotate(document.status(), model_path);
-  return document->dump(2);
+  return document->dump(2, ' ', false,
+                        nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace model_export

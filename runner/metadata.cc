@@ -129,7 +129,7 @@ std::string PrettyPrintJson(absl::string_view json_text) {
   json document = json::parse(json_text.begin(), json_text.end(), nullptr,
                               /*allow_exceptions=*/false);
   if (document.is_discarded()) return std::string(json_text);
-  return document.dump(2);
+  return document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace runner

@@ -242,7 +242,10 @@ int Predict(const std::string& model_path) {
       document["digest"] = absl::StrCat("xxh3-64:", Xxh3Hex(bytes));
     }
     if (!output_path.empty()) document["output"] = output_path;
-    std::printf("%s\n", document.dump(2).c_str());
+    std::printf(
+        "%s\n",
+        document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+            .c_str());
     return 0;
   }
   std::printf("model: %s (loaded in %.1f ms)\n", model_path.c_str(), load_ms);
@@ -347,7 +350,10 @@ int Benchmark(const std::string& model_path) {
           {"items_per_s", items_per_s}}},
         {"peak_rss_kib", peak_kib},
     };
-    std::printf("%s\n", document.dump(2).c_str());
+    std::printf(
+        "%s\n",
+        document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+            .c_str());
     return 0;
   }
   std::printf("model: %s (device %s, %d thread(s), batch %lld)\n",

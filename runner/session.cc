@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/device_spec.h"
 
 namespace runner {
 namespace {
@@ -53,32 +54,24 @@ std::optional<c10::ScalarType> DtypeFromName(const std::string& name) {
 }
 
 absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
-  if (text != "cpu" && text != "cuda" && text.rfind("cuda:", 0) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported device '", text, "' (expected cpu, cuda or cuda:N)"));
+  absl::StatusOr<base::DeviceSpec> spec =
+      base::ParseDeviceSpec(text, /*allow_auto=*/false);
+  if (!spec.ok()) return spec.status();
+  if (spec->kind == base::DeviceSpec::Kind::kCpu) return torch::Device("cpu");
+  if (!torch::cuda::is_available()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", text,
+        " requested but CUDA is not available (this LibTorch has no CUDA "
+        "support or the machine has no usable GPU)"));
   }
-  try {
-    torch::Device device(text);
-    if (device.is_cuda()) {
-      if (!torch::cuda::is_available()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "device ", text,
-            " requested but CUDA is not available (this LibTorch has no CUDA "
-            "support or the machine has no usable GPU)"));
-      }
-      int64_t count = torch_compat::CudaDeviceCount();
-      if (device.has_index() && device.index() >= count) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("device ", text, " requested but only ", count,
-                         " CUDA device(s) are available"));
-      }
-      if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
-    }
-    return device;
-  } catch (const c10::Error& error) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad device '", text, "': ", ErrorText(error)));
+  const int64_t count = torch_compat::CudaDeviceCount();
+  if (spec->index >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", text, " requested but only ", count,
+                     " CUDA device(s) are available"));
   }
+  return torch::Device(torch::kCUDA,
+                       static_cast<c10::DeviceIndex>(spec->index));
 }
 
 void ApplyDeterminism() {

@@ -32,6 +32,7 @@
 #include "checkpoint/training_state.h"
 #include "nlohmann/json.hpp"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/device_spec.h"
 #include "tools/base/warnings.h"
 #include "trainer/architectures.h"
 #include "trainer/idx_reader.h"
@@ -377,7 +378,9 @@ absl::Status AppendMetrics(const std::string& run_dir,
   if (file == nullptr) {
     return absl::InternalError(absl::StrCat("cannot open ", path));
   }
-  const std::string line = record.dump() + "\n";
+  const std::string line =
+      record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+      "\n";
   const bool ok =
       std::fwrite(line.data(), 1, line.size(), file) == line.size() &&
       std::fflush(file) == 0;
@@ -390,30 +393,32 @@ absl::Status AppendMetrics(const std::string& run_dir,
 // Setup.
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
-  if (name == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                       : torch::Device(torch::kCPU);
+  absl::StatusOr<base::DeviceSpec> spec =
+      base::ParseDeviceSpec(name, /*allow_auto=*/true);
+  if (!spec.ok()) {
+    return UsageError(
+        absl::StrCat("--device=", name, ": ", spec.status().message()));
   }
-  if (name == "cpu") return torch::Device(torch::kCPU);
-  if (name == "cuda" || absl::StartsWith(name, "cuda:")) {
-    int index = 0;
-    if (name != "cuda" && !absl::SimpleAtoi(name.substr(5), &index)) {
-      return UsageError(absl::StrCat("--device=", name, ": bad CUDA index"));
-    }
-    if (!torch::cuda::is_available()) {
-      return UsageError(absl::StrCat(
-          "--device=", name,
-          ": CUDA is not available (no GPU, or LibTorch built without CUDA)"));
-    }
-    if (index < 0 || index >= torch_compat::CudaDeviceCount()) {
-      return UsageError(absl::StrCat("--device=", name, ": only ",
-                                     torch_compat::CudaDeviceCount(),
-                                     " CUDA device(s)"));
-    }
-    return torch::Device(torch::kCUDA, static_cast<int8_t>(index));
+  switch (spec->kind) {
+    case base::DeviceSpec::Kind::kAuto:
+      return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                         : torch::Device(torch::kCPU);
+    case base::DeviceSpec::Kind::kCpu:
+      return torch::Device(torch::kCPU);
+    case base::DeviceSpec::Kind::kCuda:
+      break;
   }
-  return UsageError(
-      absl::StrCat("--device=", name, ": expected auto, cpu, cuda or cuda:N"));
+  if (!torch::cuda::is_available()) {
+    return UsageError(absl::StrCat(
+        "--device=", name,
+        ": CUDA is not available (no GPU, or LibTorch built without CUDA)"));
+  }
+  if (spec->index >= torch_compat::CudaDeviceCount()) {
+    return UsageError(absl::StrCat("--device=", name, ": only ",
+                                   torch_compat::CudaDeviceCount(),
+                                   " CUDA device(s)"));
+  }
+  return torch::Device(torch::kCUDA, static_cast<int8_t>(spec->index));
 }
 
 void ConfigureThreads(int threads) {
