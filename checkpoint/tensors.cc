@@ -23,6 +23,7 @@
 #include "checkpoint/library_versions.h"
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/status.h"
 #include "tools/base/version.h"
 #include "tools/base/warnings.h"
 #include "torch/cuda.h"
@@ -36,11 +37,7 @@ namespace {
 constexpr char kProducerTool[] = "ckpt_project";
 constexpr const char* kProducerVersion = project::kVersion;
 
-absl::Status Annotate(const absl::Status& status, absl::string_view context) {
-  if (status.ok()) return status;
-  return absl::Status(status.code(),
-                      absl::StrCat(context, ": ", status.message()));
-}
+using base::Annotate;
 
 absl::Status FromException(absl::string_view context,
                            const std::exception& error) {
