@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "tools/base/files.h"
 
 namespace runner {
 namespace {
@@ -341,54 +342,6 @@ absl::StatusOr<std::string> SerializeNpy(NpyDtype dtype,
   return out;
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents) {
-  std::string directory = ".";
-  if (size_t slash = path.rfind('/'); slash != std::string::npos) {
-    directory = slash == 0 ? "/" : path.substr(0, slash);
-  }
-  std::string temporary = path + ".tmp.XXXXXX";
-  int fd = mkstemp(temporary.data());
-  if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        path, ": cannot create a temporary file: ", ErrnoMessage(errno)));
-  }
-  auto fail = [&](absl::string_view what, int error) {
-    close(fd);
-    unlink(temporary.c_str());
-    return absl::DataLossError(
-        absl::StrCat(path, ": ", what, ": ", ErrnoMessage(error)));
-  };
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t wrote = write(fd, contents.data() + done, contents.size() - done);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote < 0) return fail("write failed", errno);
-    done += static_cast<size_t>(wrote);
-  }
-  // mkstemp creates 0600; an output file should be as readable as any other.
-  if (fchmod(fd, 0644) != 0) return fail("chmod failed", errno);
-  if (fsync(fd) != 0) return fail("fsync failed", errno);
-  if (close(fd) != 0) {
-    int error = errno;
-    unlink(temporary.c_str());
-    return absl::DataLossError(
-        absl::StrCat(path, ": close failed: ", ErrnoMessage(error)));
-  }
-  if (rename(temporary.c_str(), path.c_str()) != 0) {
-    int error = errno;
-    unlink(temporary.c_str());
-    return absl::DataLossError(
-        absl::StrCat(path, ": rename failed: ", ErrnoMessage(error)));
-  }
-  int directory_fd = open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-  if (directory_fd >= 0) {
-    fsync(directory_fd);
-    close(directory_fd);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status WriteNpy(const std::string& path, NpyDtype dtype,
                       absl::Span<const int64_t> shape, absl::string_view data) {
   absl::StatusOr<std::string> bytes = SerializeNpy(dtype, shape, data);
@@ -396,7 +349,7 @@ absl::Status WriteNpy(const std::string& path, NpyDtype dtype,
     return absl::Status(bytes.status().code(),
                         absl::StrCat(path, ": ", bytes.status().message()));
   }
-  return WriteFileAtomically(path, *bytes);
+  return base::WriteFileAtomically(path, *bytes);
 }
 
 }  // namespace runner

@@ -72,11 +72,6 @@ absl::StatusOr<std::string> SerializeNpy(NpyDtype dtype,
 absl::Status WriteNpy(const std::string& path, NpyDtype dtype,
                       absl::Span<const int64_t> shape, absl::string_view data);
 
-// Writes `contents` to `path` atomically (temporary in the same directory,
-// fsync, rename, fsync of the directory).
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents);
-
 // Reads a whole file. kNotFound when it does not exist.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
