@@ -30,14 +30,6 @@ namespace {
 
 constexpr size_t kDefaultChunkBytes = size_t{4} << 20;
 
-// The offset of the first byte of a BOOL tensor that is neither 0 nor 1.
-std::optional<size_t> FirstInvalidBool(absl::Span<const char> bytes) {
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    if (static_cast<unsigned char>(bytes[i]) > 1) return i;
-  }
-  return std::nullopt;
-}
-
 // Reads exactly `size` bytes at `offset`; a short file is data loss.
 absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
                         const std::string& path) {

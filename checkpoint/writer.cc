@@ -97,6 +97,13 @@ size_t ElementSize(proto::DType dtype) {
   }
 }
 
+std::optional<size_t> FirstInvalidBool(absl::Span<const char> bytes) {
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (static_cast<unsigned char>(bytes[i]) > 1) return i;
+  }
+  return std::nullopt;
+}
+
 absl::string_view DTypeName(proto::DType dtype) {
   switch (dtype) {
     case proto::FLOAT32:
@@ -197,13 +204,11 @@ class CheckpointWriter::Impl {
     }
 
     if (dtype == proto::BOOL) {
-      for (size_t i = 0; i < bytes.size(); ++i) {
-        if (static_cast<unsigned char>(bytes[i]) > 1) {
-          return absl::InvalidArgumentError(context(absl::StrCat(
-              "element ", i, " of a bool tensor is ",
-              static_cast<int>(static_cast<unsigned char>(bytes[i])),
-              ", not 0 or 1")));
-        }
+      if (std::optional<size_t> bad = FirstInvalidBool(bytes)) {
+        return absl::InvalidArgumentError(context(absl::StrCat(
+            "element ", *bad, " of a bool tensor is ",
+            static_cast<int>(static_cast<unsigned char>(bytes[*bad])),
+            ", not 0 or 1")));
       }
     }
     const uint64_t padding =

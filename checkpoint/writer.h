@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -98,6 +99,10 @@ absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory);
 // Bytes per element of `dtype`, or 0 for DTYPE_UNSPECIFIED / unknown values.
 size_t ElementSize(proto::DType dtype);
 absl::string_view DTypeName(proto::DType dtype);
+
+// The index of the first byte of a BOOL tensor's bytes that is neither 0
+// nor 1 (FORMAT.md section 3), if any. Writer and reader both refuse one.
+std::optional<size_t> FirstInvalidBool(absl::Span<const char> bytes);
 
 }  // namespace checkpoint
 
