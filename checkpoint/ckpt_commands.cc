@@ -152,22 +152,6 @@ std::string TrainingStateSummary(const proto::TrainingState& state) {
                       "; state for ", optimizer.parameters_size(),
                       " parameters"));
   }
-  if (state.has_scheduler()) {
-    const proto::SchedulerState& scheduler = state.scheduler();
-    Line(out, "  scheduler",
-         absl::StrCat(
-             OrDash(scheduler.type()), ": step_count ", scheduler.step_count(),
-             ", base lr ", FormatDouble(scheduler.base_learning_rate()),
-             ", last lr ", FormatDouble(scheduler.last_learning_rate())));
-  }
-  if (state.has_loss_scaler()) {
-    const proto::LossScalerState& scaler = state.loss_scaler();
-    Line(out, "  loss scaler",
-         scaler.enabled()
-             ? absl::StrCat("enabled, scale ", FormatDouble(scaler.scale()),
-                            ", growth tracker ", scaler.growth_tracker())
-             : "disabled");
-  }
   if (state.has_rng()) {
     const proto::RngState& rng = state.rng();
     Line(out, "  rng",
@@ -175,14 +159,10 @@ std::string TrainingStateSummary(const proto::TrainingState& state) {
                       OrDash(rng.cpu_generator_tensor()), ", ",
                       rng.cuda_generator_tensors_size(), " cuda generator(s)"));
   }
-  if (state.has_data_order()) {
-    const proto::DataOrderState& order = state.data_order();
-    Line(out, "  data order",
-         absl::StrCat("seed ", order.seed(), ", epoch ", order.epoch(), ", ",
-                      order.batches_consumed(),
-                      " batches consumed, dataset "
-                      "size ",
-                      order.dataset_size()));
+  for (const proto::Extension& extension : state.extensions()) {
+    Line(out, "  extension",
+         absl::StrCat(extension.type(), " version ", extension.version(), ", ",
+                      extension.payload().size(), " bytes"));
   }
   return out;
 }

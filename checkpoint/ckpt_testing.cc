@@ -93,14 +93,12 @@ proto::TrainingState ReferenceTrainingState() {
   parameter->set_parameter_name("fc.weight");
   (*parameter->mutable_tensors())["exp_avg"] = "optimizer/exp_avg/fc.weight";
   (*parameter->mutable_counters())["step"] = 20;
-  state.mutable_scheduler()->set_type("step");
-  state.mutable_scheduler()->set_step_count(2);
-  state.mutable_scheduler()->set_base_learning_rate(0.01);
-  state.mutable_scheduler()->set_last_learning_rate(0.001);
   state.mutable_rng()->set_seed(42);
-  state.mutable_data_order()->set_seed(7);
-  state.mutable_data_order()->set_epoch(2);
-  state.mutable_data_order()->set_dataset_size(256);
+  // A producer's own state: opaque bytes to the format and to `ckpt`.
+  proto::Extension* extension = state.add_extensions();
+  extension->set_type("fixture.LoaderState");
+  extension->set_version(3);
+  extension->set_payload("\x08\x07");
   return state;
 }
 

@@ -330,6 +330,30 @@ TEST_F(CorruptionTest, EmptyName) {
   ExpectOpenFails(absl::StatusCode::kDataLoss, "empty name");
 }
 
+TEST_F(CorruptionTest, ExtensionsAreTypedVersionedAndUnique) {
+  auto add = [](proto::Manifest& m, const std::string& type, uint32_t version) {
+    proto::Extension* extension = m.mutable_training_state()->add_extensions();
+    extension->set_type(type);
+    extension->set_version(version);
+  };
+  EditManifest([&](proto::Manifest& m) {
+    add(m, "mytool.State", 1);
+    add(m, "mytool.State", 2);
+  });
+  ExpectOpenFails(absl::StatusCode::kDataLoss,
+                  "extension mytool.State appears twice");
+  EditManifest([&](proto::Manifest& m) {
+    m.mutable_training_state()->clear_extensions();
+    add(m, "", 1);
+  });
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "empty type");
+  EditManifest([&](proto::Manifest& m) {
+    m.mutable_training_state()->clear_extensions();
+    add(m, "mytool.State", 0);
+  });
+  ExpectOpenFails(absl::StatusCode::kDataLoss, "version 0");
+}
+
 TEST_F(CorruptionTest, UnknownDtype) {
   EditManifest([](proto::Manifest& m) {
     m.mutable_tensors(0)->set_dtype(static_cast<proto::DType>(42));

@@ -130,13 +130,6 @@ absl::Status Main() {
         CaptureRngState(state.training_state.mutable_rng(), &state.tensors);
     if (!status.ok()) return status;
     state.metadata.mutable_progress()->set_global_step(steps / 2);
-    proto::SchedulerState* scheduler = state.training_state.mutable_scheduler();
-    scheduler->set_type("step");
-    scheduler->set_step_count(steps / 2);
-    scheduler->set_base_learning_rate(kBaseLearningRate);
-    scheduler->set_last_learning_rate(LearningRate(steps / 2 - 1));
-    (*scheduler->mutable_config())["step_size"] = kStepSize;
-    (*scheduler->mutable_config())["gamma"] = kGamma;
     return SaveCheckpoint(dir + "/mid", state);
   }
   if (mode == "resume") {

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "checkpoint/extensions.h"
 #include "checkpoint/writer.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
@@ -434,6 +435,10 @@ class CheckpointReader::Impl {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
       return Invalid(
           absl::StrCat("alignment ", alignment, " is not a power of two"));
+    }
+    if (absl::Status status = ValidateExtensions(manifest_.training_state());
+        !status.ok()) {
+      return Invalid(status.message());
     }
 
     std::unordered_map<std::string, int> file_names;

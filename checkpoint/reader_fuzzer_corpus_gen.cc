@@ -143,6 +143,10 @@ int Main(const std::string& output) {
             "optimizer/exp_avg/conv.weight";
         (*parameter->mutable_counters())["step"] = 3;
         state->mutable_rng()->set_cpu_generator_tensor("rng/cpu");
+        proto::Extension* extension = state->add_extensions();
+        extension->set_type("train.TrainerState");
+        extension->set_version(1);
+        extension->set_payload(std::string("\x0a\x06\x0a\x04step", 8));
       });
 
   Emit(output, "valid_empty", empty);

@@ -204,9 +204,11 @@ TEST(ReaderTest, MetadataAndTrainingStateRoundTrip) {
   parameter->set_parameter_name("fc.weight");
   (*parameter->mutable_tensors())["exp_avg"] = "optimizer/exp_avg/fc.weight";
   (*parameter->mutable_counters())["step"] = 9;
-  training.mutable_scheduler()->set_step_count(5);
   training.mutable_rng()->set_cpu_generator_tensor("rng/cpu");
-  training.mutable_data_order()->set_batches_consumed(17);
+  proto::Extension* extension = training.add_extensions();
+  extension->set_type("mytool.LoaderState");
+  extension->set_version(1);
+  extension->set_payload(std::string("\x10\x11\x00", 3));
 
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());

@@ -7,9 +7,40 @@
 #include "absl/strings/str_cat.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "tools/base/status.h"
 
 namespace checkpoint {
+namespace {
+
+// Format version 1's TrainingState also held the trainer's scheduler (2),
+// loss scaler (3) and data order (5). Version 2 no longer knows those
+// fields, so they parse as unknown fields; their bytes move, unchanged, into
+// an extension that the trainer reads (trainer/trainer_state.proto).
+absl::Status UpgradeTrainingState(const proto::TrainingState& old_state,
+                                  proto::TrainingState* new_state) {
+  *new_state = old_state;
+  const google::protobuf::Reflection* reflection = new_state->GetReflection();
+  const google::protobuf::UnknownFieldSet& unknown =
+      reflection->GetUnknownFields(*new_state);
+  if (unknown.empty()) return absl::OkStatus();
+  for (int i = 0; i < unknown.field_count(); ++i) {
+    const int number = unknown.field(i).number();
+    if (number != 2 && number != 3 && number != 5) {
+      return absl::DataLossError(absl::StrCat("training_state has field ",
+                                              number,
+                                              ", unknown to format version 1"));
+    }
+  }
+  proto::Extension* legacy = new_state->add_extensions();
+  legacy->set_type(kVersion1TrainingStateExtension);
+  legacy->set_version(1);
+  unknown.SerializeToString(legacy->mutable_payload());
+  reflection->MutableUnknownFields(new_state)->Clear();
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<int> UpgradeCheckpoint(const std::string& old_path,
                                       const std::string& new_path) {
@@ -40,7 +71,8 @@ absl::StatusOr<int> UpgradeCheckpoint(const std::string& old_path,
         entry.saved_device()));
   }
   *writer->mutable_metadata() = manifest.metadata();
-  *writer->mutable_training_state() = manifest.training_state();
+  RETURN_IF_ERROR(UpgradeTrainingState(manifest.training_state(),
+                                       writer->mutable_training_state()));
   RETURN_IF_ERROR(writer->Commit());
   return manifest.tensors_size();
 }

@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "checkpoint/extensions.h"
 #include "checkpoint/manifest_file.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
@@ -311,6 +312,11 @@ class CheckpointWriter::Impl {
   }
 
   absl::Status WriteManifest() {
+    if (absl::Status status = ValidateExtensions(manifest_.training_state());
+        !status.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat(final_path_, ": ", status.message())));
+    }
     absl::StatusOr<std::string> encoded = EncodeManifestFile(manifest_);
     if (!encoded.ok()) {
       return Fail(absl::Status(

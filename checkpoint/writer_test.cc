@@ -368,5 +368,24 @@ TEST(WriterTest, ElementSizesAndNames) {
   EXPECT_EQ(DTypeName(static_cast<proto::DType>(99)), "unknown");
 }
 
+TEST(WriterTest, RefusesAnExtensionTwiceAndKeepsNothing) {
+  const std::string path = ScratchDir("duplicate_extension") + "/ckpt";
+  auto writer = CheckpointWriter::Create(path);
+  ASSERT_TRUE(writer.ok());
+  for (int i = 0; i < 2; ++i) {
+    proto::Extension* extension =
+        (*writer)->mutable_training_state()->add_extensions();
+    extension->set_type("mytool.State");
+    extension->set_version(1);
+  }
+  absl::Status status = (*writer)->Commit();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("mytool.State appears twice"),
+            std::string::npos)
+      << status;
+  struct stat info;
+  EXPECT_NE(::stat(path.c_str(), &info), 0);
+}
+
 }  // namespace
 }  // namespace checkpoint

@@ -2,8 +2,8 @@
 
 namespace trainer {
 
-checkpoint::proto::LossScalerState LossScaler::DefaultState() {
-  checkpoint::proto::LossScalerState state;
+proto::LossScalerState LossScaler::DefaultState() {
+  proto::LossScalerState state;
   state.set_enabled(true);
   state.set_scale(65536.0);
   state.set_growth_factor(2.0);

@@ -22,7 +22,7 @@
 
 #include <vector>
 
-#include "checkpoint/manifest.pb.h"
+#include "trainer/trainer_state.pb.h"
 
 namespace trainer {
 
@@ -30,9 +30,9 @@ class LossScaler {
  public:
   // enabled, scale 65536, growth 2, backoff 0.5, interval 2000 (PyTorch's
   // torch.cuda.amp.GradScaler defaults).
-  static checkpoint::proto::LossScalerState DefaultState();
+  static proto::LossScalerState DefaultState();
 
-  explicit LossScaler(checkpoint::proto::LossScalerState state)
+  explicit LossScaler(proto::LossScalerState state)
       : state_(std::move(state)) {}
 
   // loss * scale (or loss when disabled).
@@ -47,12 +47,12 @@ class LossScaler {
   // the last UnscaleAndCheck().
   void Update();
 
-  const checkpoint::proto::LossScalerState& state() const { return state_; }
+  const proto::LossScalerState& state() const { return state_; }
   double scale() const { return state_.enabled() ? state_.scale() : 1.0; }
   int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
-  checkpoint::proto::LossScalerState state_;
+  proto::LossScalerState state_;
   bool last_found_non_finite_ = false;
   int64_t skipped_steps_ = 0;
 };

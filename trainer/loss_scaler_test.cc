@@ -17,8 +17,8 @@ at::Tensor ParameterWithGrad(const at::Tensor& grad) {
   return parameter;
 }
 
-checkpoint::proto::LossScalerState SmallState() {
-  checkpoint::proto::LossScalerState state = LossScaler::DefaultState();
+proto::LossScalerState SmallState() {
+  proto::LossScalerState state = LossScaler::DefaultState();
   state.set_scale(8.0);
   state.set_growth_interval(3);
   return state;
@@ -74,7 +74,7 @@ TEST(LossScalerTest, StateRoundTripsThroughItsProto) {
 }
 
 TEST(LossScalerTest, DisabledIsANoOp) {
-  LossScaler scaler((checkpoint::proto::LossScalerState()));
+  LossScaler scaler((proto::LossScalerState()));
   at::Tensor loss = at::full({}, 3.0);
   EXPECT_EQ(scaler.Scale(loss).item<double>(), 3.0);
   at::Tensor grad = at::full({2}, std::numeric_limits<double>::infinity());

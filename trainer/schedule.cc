@@ -56,7 +56,7 @@ absl::StatusOr<LearningRateSchedule> LearningRateSchedule::Create(
 }
 
 absl::StatusOr<LearningRateSchedule> LearningRateSchedule::FromProto(
-    const checkpoint::proto::SchedulerState& state) {
+    const proto::SchedulerState& state) {
   auto config = [&](const char* key, double fallback) {
     auto it = state.config().find(key);
     return it == state.config().end() ? fallback : it->second;
@@ -88,9 +88,8 @@ double LearningRateSchedule::RateAt(int64_t step) const {
   return base_rate_;
 }
 
-checkpoint::proto::SchedulerState LearningRateSchedule::ToProto(
-    int64_t step) const {
-  checkpoint::proto::SchedulerState state;
+proto::SchedulerState LearningRateSchedule::ToProto(int64_t step) const {
+  proto::SchedulerState state;
   state.set_type(type_);
   state.set_step_count(step);
   state.set_base_learning_rate(base_rate_);

@@ -24,7 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "checkpoint/manifest.pb.h"
+#include "trainer/trainer_state.pb.h"
 
 namespace trainer {
 
@@ -45,12 +45,12 @@ class LearningRateSchedule {
   // Rebuilds the schedule recorded by ToProto (the step count is the
   // caller's global step, also in the proto).
   static absl::StatusOr<LearningRateSchedule> FromProto(
-      const checkpoint::proto::SchedulerState& state);
+      const proto::SchedulerState& state);
 
   double RateAt(int64_t step) const;
 
   // State after `step` optimizer steps.
-  checkpoint::proto::SchedulerState ToProto(int64_t step) const;
+  proto::SchedulerState ToProto(int64_t step) const;
 
   const std::string& type() const { return type_; }
   double base_rate() const { return base_rate_; }

@@ -51,7 +51,7 @@ TEST(LearningRateScheduleTest, RejectsBadInput) {
   EXPECT_FALSE(LearningRateSchedule::Create("cosine", -0.1, 10).ok());
   EXPECT_FALSE(LearningRateSchedule::Create("cosine", NAN, 10).ok());
   EXPECT_FALSE(LearningRateSchedule::Create("cosine", 0.1, 0).ok());
-  checkpoint::proto::SchedulerState empty;
+  proto::SchedulerState empty;
   EXPECT_FALSE(LearningRateSchedule::FromProto(empty).ok());
 }
 

@@ -38,6 +38,7 @@
 #include "trainer/idx_reader.h"
 #include "trainer/loss_scaler.h"
 #include "trainer/schedule.h"
+#include "trainer/trainer_state.h"
 
 namespace trainer {
 namespace {
@@ -50,7 +51,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kTrainSplitSize = 60000;
 constexpr int64_t kEvalBatchSize = 1000;
-constexpr char kUserPrefix[] = "train.";
 
 absl::Status UsageError(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -84,8 +84,8 @@ std::string FormatDuration(double seconds) {
 }
 
 // ---------------------------------------------------------------------------
-// Options recorded in each checkpoint (Metadata.user), so that a resumed run
-// trains with the settings that shaped its state.
+// Options recorded in each checkpoint (TrainerState.options), so that a resumed
+// run trains with the settings that shaped its state.
 
 struct RecordedOption {
   const char* name;
@@ -142,20 +142,19 @@ const std::vector<RecordedOption>& RecordedOptions() {
   return *options;
 }
 
-void RecordOptions(const TrainOptions& options, Metadata* metadata) {
+void RecordOptions(const TrainOptions& options, proto::TrainerState* state) {
   for (const RecordedOption& option : RecordedOptions()) {
-    (*metadata->mutable_user())[absl::StrCat(kUserPrefix, option.name)] =
-        option.get(options);
+    (*state->mutable_options())[option.name] = option.get(options);
   }
 }
 
 // The checkpoint's settings win over the command line's: a resumed run must
 // train the same way. Differences are reported, not fatal.
-absl::Status ApplyRecordedOptions(const Metadata& metadata,
+absl::Status ApplyRecordedOptions(const proto::TrainerState& state,
                                   TrainOptions* options) {
   for (const RecordedOption& option : RecordedOptions()) {
-    auto it = metadata.user().find(absl::StrCat(kUserPrefix, option.name));
-    if (it == metadata.user().end()) continue;
+    auto it = state.options().find(option.name);
+    if (it == state.options().end()) continue;
     const std::string given = option.get(*options);
     if (!option.set(it->second, *options)) {
       return absl::FailedPreconditionError(
@@ -510,6 +509,7 @@ class Run {
   absl::Status save_error_;
   std::unique_ptr<checkpoint::AsyncCheckpointSaver> saver_;
   std::string resumed_from_;
+  proto::TrainerState resumed_trainer_state_;
 
   int64_t batches_per_epoch_ = 0;
   int64_t epoch_ = 0;             // epochs completed
@@ -564,8 +564,14 @@ absl::Status Run::Setup() {
                       absl::StrCat("resuming from ", resume_path));
     }
     resume_state = std::make_unique<CheckpointState>(*std::move(loaded));
+    absl::StatusOr<proto::TrainerState> trainer_state =
+        ReadTrainerState(resume_state->training_state, resume_state->metadata);
+    if (!trainer_state.ok()) {
+      return Annotate(trainer_state.status(), resume_path);
+    }
+    resumed_trainer_state_ = *std::move(trainer_state);
     if (absl::Status status =
-            ApplyRecordedOptions(resume_state->metadata, &options_);
+            ApplyRecordedOptions(resumed_trainer_state_, &options_);
         !status.ok()) {
       return Annotate(status, resume_path);
     }
@@ -636,7 +642,7 @@ absl::Status Run::Setup() {
       options_.lr_schedule, options_.lr, options_.epochs * batches_per_epoch_);
   if (!schedule.ok()) return schedule.status();
   schedule_ = std::make_unique<LearningRateSchedule>(*std::move(schedule));
-  checkpoint::proto::LossScalerState scaler_state;
+  proto::LossScalerState scaler_state;
   if (options_.amp) scaler_state = LossScaler::DefaultState();
   scaler_ = std::make_unique<LossScaler>(scaler_state);
 
@@ -692,9 +698,11 @@ absl::Status Run::LoadData() {
 
 absl::Status Run::Resume(const CheckpointState& state) {
   const checkpoint::proto::TrainingState& training = state.training_state;
-  if (training.data_order().dataset_size() != train_.size()) {
+  const proto::TrainerState& trainer_state = resumed_trainer_state_;
+  const proto::DataOrderState& data_order = trainer_state.data_order();
+  if (data_order.dataset_size() != train_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the checkpoint was trained on ", training.data_order().dataset_size(),
+        "the checkpoint was trained on ", data_order.dataset_size(),
         " examples per epoch, this run has ", train_.size(),
         " (different --data_dir, --max_train_examples or --validation_size)"));
   }
@@ -705,11 +713,11 @@ absl::Status Run::Resume(const CheckpointState& state) {
     return status;
   }
   absl::StatusOr<LearningRateSchedule> schedule =
-      LearningRateSchedule::FromProto(training.scheduler());
+      LearningRateSchedule::FromProto(trainer_state.scheduler());
   if (!schedule.ok()) return schedule.status();
   schedule_ = std::make_unique<LearningRateSchedule>(*std::move(schedule));
-  if (training.has_loss_scaler()) {
-    scaler_ = std::make_unique<LossScaler>(training.loss_scaler());
+  if (trainer_state.has_loss_scaler()) {
+    scaler_ = std::make_unique<LossScaler>(trainer_state.loss_scaler());
   }
   if (absl::Status status =
           checkpoint::RestoreRngState(training.rng(), state.tensors);
@@ -717,8 +725,8 @@ absl::Status Run::Resume(const CheckpointState& state) {
     return status;
   }
   const checkpoint::proto::Progress& progress = state.metadata.progress();
-  epoch_ = training.data_order().epoch();
-  batches_consumed_ = training.data_order().batches_consumed();
+  epoch_ = data_order.epoch();
+  batches_consumed_ = data_order.batches_consumed();
   global_step_ = progress.global_step();
   examples_seen_ = progress.examples_seen();
   if (batches_consumed_ > batches_per_epoch_) {
@@ -726,14 +734,8 @@ absl::Status Run::Resume(const CheckpointState& state) {
         "data order says ", batches_consumed_, " batches consumed of an epoch ",
         "of ", batches_per_epoch_));
   }
-  auto user = [&](const char* key, double* out) {
-    auto it = state.metadata.user().find(absl::StrCat(kUserPrefix, key));
-    if (it != state.metadata.user().end()) absl::SimpleAtod(it->second, out);
-  };
-  double epoch_examples = 0;
-  user("epoch_loss_sum", &epoch_loss_sum_);
-  user("epoch_examples", &epoch_examples);
-  epoch_examples_ = static_cast<int64_t>(epoch_examples);
+  epoch_loss_sum_ = trainer_state.epoch_loss_sum();
+  epoch_examples_ = trainer_state.epoch_examples();
   last_saved_step_ = global_step_;
   std::fprintf(stderr,
                "train: resumed from %s at epoch %lld, batch %lld/%lld, "
@@ -780,11 +782,10 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
     monitored->set_value(options_.monitor == "val_acc" ? validation->accuracy
                                                        : validation->loss);
   }
-  RecordOptions(options_, &metadata);
-  (*metadata.mutable_user())[absl::StrCat(kUserPrefix, "epoch_loss_sum")] =
-      ExactDouble(epoch_loss_sum_);
-  (*metadata.mutable_user())[absl::StrCat(kUserPrefix, "epoch_examples")] =
-      absl::StrCat(epoch_examples_);
+  proto::TrainerState trainer_state;
+  RecordOptions(options_, &trainer_state);
+  trainer_state.set_epoch_loss_sum(epoch_loss_sum_);
+  trainer_state.set_epoch_examples(epoch_examples_);
 
   checkpoint::proto::TrainingState& training = state.training_state;
   if (absl::Status status = checkpoint::CaptureOptimizerState(
@@ -793,19 +794,20 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
       !status.ok()) {
     return Annotate(status, "capturing the optimizer state");
   }
-  *training.mutable_scheduler() = schedule_->ToProto(global_step_);
-  *training.mutable_loss_scaler() = scaler_->state();
+  *trainer_state.mutable_scheduler() = schedule_->ToProto(global_step_);
+  *trainer_state.mutable_loss_scaler() = scaler_->state();
   if (absl::Status status =
           checkpoint::CaptureRngState(training.mutable_rng(), &state.tensors);
       !status.ok()) {
     return Annotate(status, "capturing the RNG state");
   }
   training.mutable_rng()->set_seed(options_.seed);
-  checkpoint::proto::DataOrderState* order = training.mutable_data_order();
+  proto::DataOrderState* order = trainer_state.mutable_data_order();
   order->set_seed(options_.seed);
   order->set_epoch(epoch_);
   order->set_batches_consumed(batches_consumed_);
   order->set_dataset_size(train_.size());
+  WriteTrainerState(trainer_state, &training);
 
   absl::StatusOr<std::string> path = manager_->PathForNew(metadata);
   if (!path.ok()) return Annotate(path.status(), "naming a checkpoint");
