@@ -26,6 +26,7 @@
 #include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
 #include "tools/base/paths.h"
+#include "tools/base/shape.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -44,7 +45,7 @@ std::string HumanBytes(uint64_t bytes) {
 }
 
 std::string FormatShape(const proto::TensorEntry& entry) {
-  return absl::StrCat("[", absl::StrJoin(entry.shape(), ", "), "]");
+  return base::ShapeToString(entry.shape());
 }
 
 std::string FormatDouble(double value) {

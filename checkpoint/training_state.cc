@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/shape.h"
 #include "tools/base/warnings.h"
 #include "torch/cuda.h"
 #include "torch/optim/adam.h"
@@ -45,7 +46,7 @@ std::string TensorName(absl::string_view state_name,
 }
 
 std::string ShapeString(const torch::Tensor& tensor) {
-  return absl::StrCat("[", absl::StrJoin(tensor.sizes(), ", "), "]");
+  return base::ShapeToString(tensor.sizes());
 }
 
 absl::StatusOr<double> GetHyperParameter(const HyperParameters& values,

@@ -17,10 +17,11 @@
 #include "checkpoint/module_loading.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/tensors.h"
-#include "export/metadata.h"
 #include "export/torchscript.h"
+#include "models/architectures.h"
+#include "models/metadata.h"
 #include "tools/base/status.h"
-#include "trainer/architectures.h"
+#include "tools/base/version.h"
 
 namespace model_export {
 namespace {
@@ -43,6 +44,61 @@ int64_t NowUnixMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+}  // namespace
+
+namespace {
+
+// The metadata.json document: the checkpoint's provenance and progress, how
+// to feed the model, and how the export was checked.
+models::ModelMetadata DescribeExport(
+    const ExportOptions& options, const std::string& resolved_path,
+    const std::string& tensor_digest,
+    const checkpoint::proto::Metadata& checkpoint_metadata,
+    const std::map<std::string, std::string>& config_map,
+    const models::ArchitectureConfig& config,
+    const std::vector<int64_t>& example_shape, const ParityProbe& probe,
+    double max_abs_difference) {
+  models::ModelMetadata metadata;
+  metadata.input_shape = example_shape;
+  metadata.input_dtype = "float32";
+  metadata.normalization_mean = {config.normalization_mean};
+  metadata.normalization_std = {config.normalization_std};
+  metadata.class_labels = config.class_labels;
+  metadata.output = "logits";
+  models::ModelMetadata::SourceCheckpoint& source = metadata.source_checkpoint;
+  source.path = options.checkpoint_path;
+  source.resolved_path = resolved_path;
+  source.tensor_digest = tensor_digest;
+  source.created_unix_micros = checkpoint_metadata.created_unix_micros();
+  source.producer_tool = checkpoint_metadata.producer().tool();
+  source.producer_version = checkpoint_metadata.producer().version();
+  source.libtorch_version = checkpoint_metadata.libtorch_version();
+  metadata.epoch = checkpoint_metadata.progress().epoch();
+  metadata.global_step = checkpoint_metadata.progress().global_step();
+  const checkpoint::proto::MonitoredMetric& monitored =
+      checkpoint_metadata.monitored();
+  if (!monitored.name().empty()) {
+    const char* mode = "unspecified";
+    if (monitored.mode() == checkpoint::proto::MonitoredMetric::MIN) {
+      mode = "min";
+    }
+    if (monitored.mode() == checkpoint::proto::MonitoredMetric::MAX) {
+      mode = "max";
+    }
+    metadata.monitored = {monitored.name(), mode, monitored.value()};
+  }
+  metadata.metrics = {checkpoint_metadata.metrics().begin(),
+                      checkpoint_metadata.metrics().end()};
+  metadata.architecture_name = checkpoint_metadata.architecture();
+  metadata.architecture_config = config_map;
+  metadata.exporter_version = project::kVersion;
+  metadata.exporter_libtorch_version = TORCH_VERSION;
+  metadata.exported_unix_micros = NowUnixMicros();
+  metadata.parity = {probe.batch, probe.seed, probe.tolerance,
+                     max_abs_difference};
+  return metadata;
 }
 
 }  // namespace
@@ -90,12 +146,12 @@ absl::StatusOr<ExportSummary> ExportCheckpoint(const ExportOptions& options) {
   std::map<std::string, std::string> config_map(
       metadata.architecture_config().begin(),
       metadata.architecture_config().end());
-  absl::StatusOr<trainer::ArchitectureConfig> config =
-      trainer::ArchitectureConfigFromMap(config_map);
+  absl::StatusOr<models::ArchitectureConfig> config =
+      models::ArchitectureConfigFromMap(config_map);
   if (!config.ok()) return Annotate(config.status(), context);
 
   absl::StatusOr<torch::jit::Module> module =
-      trainer::BuildArchitecture(metadata.architecture(), *config, /*seed=*/0);
+      models::BuildArchitecture(metadata.architecture(), *config, /*seed=*/0);
   if (!module.ok()) {
     return Annotate(module.status(),
                     absl::StrCat(context, ": rebuilding architecture '",
@@ -132,41 +188,24 @@ absl::StatusOr<ExportSummary> ExportCheckpoint(const ExportOptions& options) {
   if (!frozen.ok()) return Annotate(frozen.status(), context);
   summary.max_abs_difference = frozen->max_abs_difference;
 
-  ExportDescription description;
-  description.checkpoint_path = options.checkpoint_path;
-  description.resolved_checkpoint_path = *resolved;
-  description.tensor_digest = summary.tensor_digest;
-  description.architecture_name = metadata.architecture();
-  description.architecture_config = config_map;
-  description.class_labels = config->class_labels;
-  description.input_shape = example_shape;
-  description.input_dtype = "float32";
-  description.normalization_mean = {config->normalization_mean};
-  description.normalization_std = {config->normalization_std};
-  description.libtorch_version = TORCH_VERSION;
-  description.exported_unix_micros = NowUnixMicros();
-  description.probe_batch = probe.batch;
-  description.probe_seed = probe.seed;
-  description.parity_tolerance = probe.tolerance;
-  description.parity_max_abs_difference = frozen->max_abs_difference;
-  summary.metadata_json =
-      BuildMetadataJson(metadata, description)
-          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  summary.metadata_json = ModelMetadataJson(DescribeExport(
+      options, *resolved, summary.tensor_digest, metadata, config_map, *config,
+      example_shape, probe, frozen->max_abs_difference));
 
-  RETURN_IF_ERROR(
-      WriteModelFiles(*frozen, {options.output_path, options.lite_output_path},
-                      {{kMetadataFileName, summary.metadata_json}}, probe));
+  RETURN_IF_ERROR(WriteModelFiles(
+      *frozen, {options.output_path, options.lite_output_path},
+      {{models::kMetadataFileName, summary.metadata_json}}, probe));
   return summary;
 }
 
 absl::StatusOr<std::string> InspectModel(const std::string& model_path) {
   absl::StatusOr<std::string> text =
-      ReadExtraFile(model_path, kMetadataFileName);
+      ReadExtraFile(model_path, models::kMetadataFileName);
   if (!text.ok()) return text.status();
-  absl::StatusOr<nlohmann::json> document = ParseMetadataJson(*text);
-  if (!document.ok()) return Annotate(document.status(), model_path);
-  return document->dump(2, ' ', false,
-                        nlohmann::json::error_handler_t::replace);
+  absl::StatusOr<models::ModelMetadata> metadata =
+      models::ParseModelMetadata(*text);
+  if (!metadata.ok()) return Annotate(metadata.status(), model_path);
+  return models::PrettyPrintJson(*text);
 }
 
 }  // namespace model_export

@@ -26,9 +26,9 @@
 #include "checkpoint/tensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "models/architectures.h"
 #include "nlohmann/json.hpp"
 #include "testing/test_paths.h"
-#include "trainer/architectures.h"
 
 namespace model_export {
 namespace {
@@ -82,8 +82,8 @@ CommandResult RunCommand(const std::string& command) {
 
 // A trained-looking model: the architecture with its seeded initial weights.
 torch::jit::Module BuildModel(const std::string& architecture, uint64_t seed) {
-  absl::StatusOr<torch::jit::Module> module = trainer::BuildArchitecture(
-      architecture, trainer::DefaultArchitectureConfig(), seed);
+  absl::StatusOr<torch::jit::Module> module = models::BuildArchitecture(
+      architecture, models::DefaultArchitectureConfig(), seed);
   EXPECT_TRUE(module.ok()) << module.status();
   return *module;
 }
@@ -98,7 +98,7 @@ checkpoint::CheckpointState StateFor(const torch::jit::Module& module,
   checkpoint::proto::Metadata& metadata = state.metadata;
   metadata.set_architecture(architecture);
   for (const auto& [key, value] :
-       trainer::ArchitectureConfigToMap(trainer::DefaultArchitectureConfig())) {
+       models::ArchitectureConfigToMap(models::DefaultArchitectureConfig())) {
     (*metadata.mutable_architecture_config())[key] = value;
   }
   metadata.mutable_progress()->set_epoch(2);
@@ -127,7 +127,7 @@ class ExporterTest : public ::testing::Test {
 };
 
 TEST_F(ExporterTest, ExportedModelsGiveTheTrainedModulesOutputsBitForBit) {
-  for (const std::string& architecture : trainer::ArchitectureNames()) {
+  for (const std::string& architecture : models::ArchitectureNames()) {
     SCOPED_TRACE(architecture);
     std::string directory = TestDirectory("roundtrip_" + architecture);
     torch::jit::Module trained = BuildModel(architecture, 5);

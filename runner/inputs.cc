@@ -9,8 +9,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "datasets/idx_reader.h"
 #include "runner/npy.h"
-#include "trainer/idx_reader.h"
+#include "tools/base/shape.h"
 
 namespace runner {
 namespace {
@@ -20,7 +21,7 @@ bool StartsWith(const std::string& bytes, const char* prefix, size_t size) {
 }
 
 // The model's per-item shape, when the metadata gives one.
-const std::vector<int64_t>* ItemShape(const ModelMetadata* metadata) {
+const std::vector<int64_t>* ItemShape(const models::ModelMetadata* metadata) {
   if (metadata == nullptr || metadata->input_shape.empty()) return nullptr;
   return &metadata->input_shape;
 }
@@ -29,7 +30,7 @@ const std::vector<int64_t>* ItemShape(const ModelMetadata* metadata) {
 // may leave out. Anything else is left for the Session to judge, which
 // names the expected shape.
 std::vector<int64_t> CompleteShape(std::vector<int64_t> shape,
-                                   const ModelMetadata* metadata) {
+                                   const models::ModelMetadata* metadata) {
   const std::vector<int64_t>* item = ItemShape(metadata);
   if (item == nullptr) return shape;
   if (shape == *item) {
@@ -51,21 +52,22 @@ std::vector<int64_t> CompleteShape(std::vector<int64_t> shape,
 
 absl::Status CheckItemShape(const std::string& path, absl::string_view what,
                             const std::vector<int64_t>& shape,
-                            const ModelMetadata* metadata) {
+                            const models::ModelMetadata* metadata) {
   const std::vector<int64_t>* item = ItemShape(metadata);
   if (item == nullptr) return absl::OkStatus();
   if (shape.size() != item->size() + 1 ||
       !std::equal(item->begin(), item->end(), shape.begin() + 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", what, " of shape ", ShapeToString(shape),
-        " do not fit the model's input [N, ", ShapeToString(*item).substr(1)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", what, " of shape ", base::ShapeToString(shape),
+                     " do not fit the model's input [N, ",
+                     base::ShapeToString(*item).substr(1)));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<DecodedInput> DecodeNpy(const std::string& path,
                                        const std::string& bytes,
-                                       const ModelMetadata* metadata) {
+                                       const models::ModelMetadata* metadata) {
   absl::StatusOr<NpyArray> array = ParseNpy(bytes, path);
   if (!array.ok()) return array.status();
   DecodedInput input;
@@ -92,8 +94,8 @@ absl::StatusOr<DecodedInput> DecodeNpy(const std::string& path,
 }
 
 absl::StatusOr<DecodedInput> DecodeIdx(const std::string& path,
-                                       const ModelMetadata* metadata) {
-  absl::StatusOr<trainer::IdxImages> images = trainer::ReadIdxImages(path);
+                                       const models::ModelMetadata* metadata) {
+  absl::StatusOr<datasets::IdxImages> images = datasets::ReadIdxImages(path);
   if (!images.ok()) return images.status();
   DecodedInput input;
   input.format = "idx";
@@ -108,9 +110,9 @@ absl::StatusOr<DecodedInput> DecodeIdx(const std::string& path,
   return input;
 }
 
-absl::StatusOr<DecodedInput> DecodeImage(const std::string& path,
-                                         const std::string& bytes,
-                                         const ModelMetadata* metadata) {
+absl::StatusOr<DecodedInput> DecodeImage(
+    const std::string& path, const std::string& bytes,
+    const models::ModelMetadata* metadata) {
   if (bytes.size() > static_cast<size_t>(INT32_MAX)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": image file too large"));
@@ -133,7 +135,7 @@ absl::StatusOr<DecodedInput> DecodeImage(const std::string& path,
   if (const std::vector<int64_t>* item = ItemShape(metadata)) {
     if (item->size() != 3 || ((*item)[0] != 1 && (*item)[0] != 3)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": the model's input ", ShapeToString(*item),
+          path, ": the model's input ", base::ShapeToString(*item),
           " is not an image shape [C, H, W] with 1 or 3 channels"));
     }
     channels = static_cast<int>((*item)[0]);
@@ -190,7 +192,7 @@ absl::StatusOr<DecodedInput> DecodeImage(const std::string& path,
 
 std::vector<float> NormalizePixels(const uint8_t* pixels, int64_t count,
                                    int64_t channels, int64_t plane_size,
-                                   const ModelMetadata* metadata) {
+                                   const models::ModelMetadata* metadata) {
   std::vector<float> values(static_cast<size_t>(count * channels * plane_size));
   // A table per channel: 256 entries replace a division per pixel.
   for (int64_t c = 0; c < channels; ++c) {
@@ -213,8 +215,8 @@ std::vector<float> NormalizePixels(const uint8_t* pixels, int64_t count,
   return values;
 }
 
-absl::StatusOr<DecodedInput> DecodeInputFile(const std::string& path,
-                                             const ModelMetadata* metadata) {
+absl::StatusOr<DecodedInput> DecodeInputFile(
+    const std::string& path, const models::ModelMetadata* metadata) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   if (!bytes.ok()) return bytes.status();
   if (bytes->empty()) {

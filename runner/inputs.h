@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runner/metadata.h"
+#include "models/metadata.h"
 
 namespace runner {
 
@@ -46,15 +46,15 @@ inline constexpr int kMaxImageSide = 16384;
 // `metadata` may be null (a model without metadata): arrays then pass as
 // they are, images keep their size in one channel, and nothing is
 // normalised.
-absl::StatusOr<DecodedInput> DecodeInputFile(const std::string& path,
-                                             const ModelMetadata* metadata);
+absl::StatusOr<DecodedInput> DecodeInputFile(
+    const std::string& path, const models::ModelMetadata* metadata);
 
 // Scales pixels to [0, 1] and applies the metadata's normalisation, channel
 // by channel; `pixels` holds N items of `channels` planes of
 // `plane_size` values each.
 std::vector<float> NormalizePixels(const uint8_t* pixels, int64_t count,
                                    int64_t channels, int64_t plane_size,
-                                   const ModelMetadata* metadata);
+                                   const models::ModelMetadata* metadata);
 
 }  // namespace runner
 

@@ -26,8 +26,8 @@ std::string TempPath(const std::string& name) {
   return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
 }
 
-ModelMetadata FashionMetadata() {
-  ModelMetadata metadata;
+models::ModelMetadata FashionMetadata() {
+  models::ModelMetadata metadata;
   metadata.input_shape = {1, 28, 28};
   metadata.input_dtype = "float32";
   metadata.normalization_mean = {kMean};
@@ -53,7 +53,7 @@ void WriteRaw(const std::string& path, const std::string& bytes) {
 }
 
 TEST(InputsTest, Float32NpyPassesAsIsWithBatchAdded) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   std::vector<float> values(28 * 28);
   for (size_t i = 0; i < values.size(); ++i) values[i] = i * 0.5f;
   std::string bytes(reinterpret_cast<const char*>(values.data()),
@@ -77,7 +77,7 @@ TEST(InputsTest, Float32NpyPassesAsIsWithBatchAdded) {
 }
 
 TEST(InputsTest, Uint8NpyIsScaledAndNormalized) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   std::string pixels(2 * 28 * 28, '\0');
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<char>(i);
   std::string path = TempPath("u8.npy");
@@ -96,7 +96,7 @@ TEST(InputsTest, Uint8NpyIsScaledAndNormalized) {
 }
 
 TEST(InputsTest, ReadsRealFashionMnistIdx) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   std::string path = absl::StrCat(std::getenv("TEST_SRCDIR"),
                                   "/fashion_mnist/t10k-images-idx3-ubyte.gz");
   absl::StatusOr<DecodedInput> input = DecodeInputFile(path, &metadata);
@@ -112,7 +112,7 @@ TEST(InputsTest, ReadsRealFashionMnistIdx) {
 }
 
 TEST(InputsTest, ReadsPlainAndGzippedIdx) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   std::vector<uint8_t> pixels(3 * 28 * 28);
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = (i * 7) % 256;
   std::string bytes = IdxImagesBytes(3, 28, 28, pixels);
@@ -144,7 +144,7 @@ TEST(InputsTest, ReadsPlainAndGzippedIdx) {
 }
 
 TEST(InputsTest, PngAndJpegAreGrayscaledResizedAndNormalized) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   // A 56x56 RGB image, left half black, right half white.
   std::vector<uint8_t> rgb(56 * 56 * 3);
   for (int y = 0; y < 56; ++y) {
@@ -175,7 +175,7 @@ TEST(InputsTest, PngAndJpegAreGrayscaledResizedAndNormalized) {
 }
 
 TEST(InputsTest, UnreadableFilesGiveErrorsNamingThem) {
-  ModelMetadata metadata = FashionMetadata();
+  models::ModelMetadata metadata = FashionMetadata();
   std::vector<uint8_t> gray(8 * 8, 128);
   ASSERT_TRUE(
       stbi_write_png(TempPath("ok.png").c_str(), 8, 8, 1, gray.data(), 8));
@@ -203,7 +203,7 @@ TEST(InputsTest, UnreadableFilesGiveErrorsNamingThem) {
     EXPECT_THAT(input.status().message(), HasSubstr(TempPath(c.name)));
     EXPECT_THAT(input.status().message(), HasSubstr(c.message));
   }
-  ModelMetadata flat;
+  models::ModelMetadata flat;
   flat.input_shape = {784};
   absl::StatusOr<DecodedInput> input =
       DecodeInputFile(TempPath("ok.png"), &flat);

@@ -70,17 +70,27 @@ def main():
     else:
         model = Small() if args.kind == "small" else Cnn()
     frozen = torch.jit.freeze(torch.jit.script(model.eval()))
+    # A schema version 1 document (models/metadata.h), as `export` writes it.
     metadata = {
+        "schema_version": 1,
+        "source_checkpoint": {"path": "", "resolved_path": "",
+                              "tensor_digest": "0" * 16,
+                              "created_unix_micros": 0,
+                              "producer": {"tool": "make_test_model.py",
+                                           "version": ""},
+                              "libtorch_version": torch.__version__},
+        "epoch": 3,
+        "global_step": 1407,
+        "monitored": {"name": "val_acc", "mode": "max", "value": 0.875},
+        "metrics": {"val_acc": 0.875},
+        "class_labels": LABELS,
         "input_shape": item_shape,
         "input_dtype": "float32",
-        "normalization": {"mean": 0.2860, "std": 0.3530},
-        "class_labels": LABELS,
-        "source_checkpoint_digest": "0" * 16,
-        "epoch": 3,
-        "step": 1407,
-        "monitored": {"name": "val_accuracy", "value": 0.875, "mode": "max"},
-        "producer": {"name": "make_test_model.py",
-                     "torch_version": torch.__version__},
+        "normalization": {"mean": [0.2860], "std": [0.3530]},
+        "output": "logits",
+        "architecture": {"name": args.kind, "config": {}},
+        "producer": {"tool": "make_test_model.py", "version": "",
+                     "libtorch_version": torch.__version__},
     }
     if args.metadata_json:
         metadata.update(json.loads(args.metadata_json))

@@ -28,13 +28,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "datasets/idx_reader.h"
 #include "nlohmann/json.hpp"
 #include "runner/inputs.h"
 #include "runner/npy.h"
 #include "runner/report.h"
 #include "runner/session.h"
+#include "tools/base/shape.h"
 #include "tools/cli/flags.h"
-#include "trainer/idx_reader.h"
 
 ABSL_FLAG(std::string, model, "", "TorchScript model written by export.");
 ABSL_FLAG(std::string, input, "",
@@ -91,7 +92,7 @@ T ValueOrFail(absl::StatusOr<T> value) {
 }
 
 std::string ClassName(const Session& session, int64_t index) {
-  const ModelMetadata* metadata = session.metadata();
+  const models::ModelMetadata* metadata = session.metadata();
   if (metadata != nullptr &&
       index < static_cast<int64_t>(metadata->class_labels.size())) {
     return metadata->class_labels[index];
@@ -130,7 +131,8 @@ int Info(const std::string& path) {
     cli::ExitWithError(absl::StrCat(path, ": the model carries no metadata"),
                        kRunFailed);
   }
-  std::printf("%s\n", PrettyPrintJson(session->metadata()->json).c_str());
+  std::printf("%s\n",
+              models::PrettyPrintJson(session->metadata()->json).c_str());
   return 0;
 }
 
@@ -151,7 +153,7 @@ int Predict(const std::string& model_path) {
   }
   std::vector<uint8_t> labels;
   if (!labels_path.empty()) {
-    labels = ValueOrFail(trainer::ReadIdxLabels(labels_path));
+    labels = ValueOrFail(datasets::ReadIdxLabels(labels_path));
     if (static_cast<int64_t>(labels.size()) != input.shape[0]) {
       cli::ExitWithError(
           absl::StrCat(labels_path, ": ", labels.size(), " labels for ",
@@ -252,7 +254,7 @@ int Predict(const std::string& model_path) {
   std::printf("input: %s (%s, %lld item(s), output %s, %.1f ms)\n",
               input_path.c_str(), input.format.c_str(),
               static_cast<long long>(items),
-              ShapeToString(logits.sizes().vec()).c_str(), run_ms);
+              base::ShapeToString(logits.sizes().vec()).c_str(), run_ms);
   for (const std::string& line : lines) std::printf("%s\n", line.c_str());
   if (static_cast<int64_t>(lines.size()) < items && classes > 0) {
     std::printf("... %lld more item(s); --json or --output for all\n",
@@ -277,7 +279,7 @@ int Predict(const std::string& model_path) {
 torch::Tensor BenchmarkBatch(const Session& session, int64_t batch_size) {
   const std::string input_path = ResolveUserPath(absl::GetFlag(FLAGS_input));
   if (input_path.empty()) {
-    const ModelMetadata* metadata = session.metadata();
+    const models::ModelMetadata* metadata = session.metadata();
     if (metadata == nullptr || metadata->input_shape.empty()) {
       cli::ExitWithError(
           "the model's metadata has no input_shape: pass --input for the "

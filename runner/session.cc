@@ -10,11 +10,14 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/device_spec.h"
+#include "tools/base/shape.h"
 
 namespace runner {
 namespace {
@@ -44,12 +47,24 @@ std::string ErrorText(const c10::Error& error) {
   return FirstLine(error.what_without_backtrace());
 }
 
+// The metadata's input dtype names (models::kInputDtypes) and their torch
+// types: the one table for both directions.
+struct NamedDtype {
+  const char* name;
+  c10::ScalarType type;
+};
+constexpr NamedDtype kNamedDtypes[] = {{"float32", c10::kFloat},
+                                       {"float64", c10::kDouble},
+                                       {"float16", c10::kHalf},
+                                       {"uint8", c10::kByte},
+                                       {"int64", c10::kLong}};
+static_assert(std::size(kNamedDtypes) == std::size(models::kInputDtypes),
+              "every input dtype the metadata allows has a torch type");
+
 std::optional<c10::ScalarType> DtypeFromName(const std::string& name) {
-  if (name == "float32") return c10::kFloat;
-  if (name == "float64") return c10::kDouble;
-  if (name == "float16") return c10::kHalf;
-  if (name == "uint8") return c10::kByte;
-  if (name == "int64") return c10::kLong;
+  for (const NamedDtype& dtype : kNamedDtypes) {
+    if (name == dtype.name) return dtype.type;
+  }
   return std::nullopt;
 }
 
@@ -108,25 +123,15 @@ bool HasZipSignature(const std::string& path) {
 }  // namespace
 
 std::string DtypeName(c10::ScalarType type) {
-  switch (type) {
-    case c10::kFloat:
-      return "float32";
-    case c10::kDouble:
-      return "float64";
-    case c10::kHalf:
-      return "float16";
-    case c10::kByte:
-      return "uint8";
-    case c10::kLong:
-      return "int64";
-    default:
-      return c10::toString(type);
+  for (const NamedDtype& dtype : kNamedDtypes) {
+    if (type == dtype.type) return dtype.name;
   }
+  return c10::toString(type);
 }
 
 Session::Session(std::string path, torch::jit::Module module,
-                 torch::Device device, std::optional<ModelMetadata> metadata,
-                 int threads)
+                 torch::Device device,
+                 std::optional<models::ModelMetadata> metadata, int threads)
     : path_(std::move(path)),
       module_(std::move(module)),
       device_(device),
@@ -189,9 +194,10 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Open(
         absl::StrCat(path, ": the TorchScript module has no forward method"));
   }
 
-  std::optional<ModelMetadata> metadata;
+  std::optional<models::ModelMetadata> metadata;
   if (const std::string& text = extra_files["metadata.json"]; !text.empty()) {
-    absl::StatusOr<ModelMetadata> parsed = ParseModelMetadata(text);
+    absl::StatusOr<models::ModelMetadata> parsed =
+        models::ParseModelMetadata(text);
     if (!parsed.ok()) return annotate(parsed.status());
     metadata = *std::move(parsed);
   }
@@ -214,13 +220,14 @@ absl::Status Session::ValidateInput(const torch::Tensor& input) const {
     bool matches = shape.size() == item.size() + 1 &&
                    std::equal(item.begin(), item.end(), shape.begin() + 1);
     if (!matches) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input shape ", ShapeToString(shape),
-          " does not match the model's [N, ", ShapeToString(item).substr(1)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input shape ", base::ShapeToString(shape),
+                       " does not match the model's [N, ",
+                       base::ShapeToString(item).substr(1)));
     }
     if (shape[0] < 1) {
       return absl::InvalidArgumentError(
-          absl::StrCat("input shape ", ShapeToString(shape),
+          absl::StrCat("input shape ", base::ShapeToString(shape),
                        " has an empty batch (N must be at least 1)"));
     }
   }
@@ -285,8 +292,8 @@ absl::StatusOr<torch::Tensor> Session::NewInput(int64_t batch) const {
                                    .pinned_memory(device_.is_cuda()));
   } catch (const c10::Error& error) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("allocating an input of shape ", ShapeToString(shape),
-                     ": ", ErrorText(error)));
+        absl::StrCat("allocating an input of shape ",
+                     base::ShapeToString(shape), ": ", ErrorText(error)));
   }
 }
 

@@ -60,7 +60,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "runner/metadata.h"
+#include "models/metadata.h"
 
 namespace runner {
 
@@ -83,7 +83,8 @@ class Session {
   // Loads `path` onto options.device. Errors: kNotFound (no such file),
   // kInvalidArgument (not a TorchScript archive, bad metadata, bad device
   // string or option), kFailedPrecondition (CUDA requested but not
-  // available in this LibTorch or on this machine).
+  // available in this LibTorch or on this machine; metadata of a newer
+  // schema_version than models/metadata.h reads).
   static absl::StatusOr<std::unique_ptr<Session>> Open(
       const std::string& path, const RunnerOptions& options = {});
 
@@ -107,7 +108,7 @@ class Session {
   absl::StatusOr<torch::Tensor> NewInput(int64_t batch) const;
 
   // Null when the archive carries no metadata.json.
-  const ModelMetadata* metadata() const {
+  const models::ModelMetadata* metadata() const {
     return metadata_.has_value() ? &*metadata_ : nullptr;
   }
   const std::string& path() const { return path_; }
@@ -117,7 +118,7 @@ class Session {
 
  private:
   Session(std::string path, torch::jit::Module module, torch::Device device,
-          std::optional<ModelMetadata> metadata, int threads);
+          std::optional<models::ModelMetadata> metadata, int threads);
 
   absl::Status ValidateInput(const torch::Tensor& input) const;
 
@@ -126,7 +127,7 @@ class Session {
   // module; see the thread-safety note above.
   mutable torch::jit::Module module_;
   torch::Device device_;
-  std::optional<ModelMetadata> metadata_;
+  std::optional<models::ModelMetadata> metadata_;
   std::optional<c10::ScalarType> input_dtype_;
   int threads_;
 };

@@ -45,6 +45,10 @@ class SessionTest : public ::testing::Test {
     RunOrDie(make + " --no_metadata --out=" + TempPath("bare.pt"));
     RunOrDie(make + " --metadata_json='{\"input_shape\": \"x\"}' --out=" +
              TempPath("bad_metadata.pt"));
+    RunOrDie(make + " --metadata_json='{\"schema_version\": null}' --out=" +
+             TempPath("unversioned_metadata.pt"));
+    RunOrDie(make + " --metadata_json='{\"schema_version\": 2}' --out=" +
+             TempPath("newer_metadata.pt"));
     // What Python computes for the same model and input, for comparison.
     std::ofstream script(TempPath("reference.py"));
     script << "import numpy as np, torch, sys\n"
@@ -283,6 +287,12 @@ TEST_F(SessionTest, OpenGivesClearStatuses) {
   EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(session.status().message(),
               HasSubstr("bad_metadata.pt: metadata.json: \"input_shape\""));
+  session = Session::Open(TempPath("unversioned_metadata.pt"));
+  EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(session.status().message(), HasSubstr("\"schema_version\""));
+  session = Session::Open(TempPath("newer_metadata.pt"));
+  EXPECT_EQ(session.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(session.status().message(), HasSubstr("schema_version 2"));
 
   RunnerOptions options;
   options.device = "tpu";

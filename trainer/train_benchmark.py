@@ -1,5 +1,5 @@
 """One training epoch in Python PyTorch, the peer of `train` in
-train_benchmark.sh: the same network as trainer/architectures.cc ("cnn" or
+train_benchmark.sh: the same network as models/architectures.cc ("cnn" or
 "mlp" with the default config), the same normalisation, batch size,
 optimizer (SGD momentum 0.9, weight decay 5e-4, per-step cosine learning
 rate) and thread count. Prints `python_epoch_seconds=S examples=N`.

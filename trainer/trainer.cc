@@ -30,12 +30,12 @@
 #include "checkpoint/module_loading.h"
 #include "checkpoint/tensors.h"
 #include "checkpoint/training_state.h"
+#include "datasets/idx_reader.h"
+#include "models/architectures.h"
 #include "nlohmann/json.hpp"
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/device_spec.h"
 #include "tools/base/warnings.h"
-#include "trainer/architectures.h"
-#include "trainer/idx_reader.h"
 #include "trainer/loss_scaler.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer_state.h"
@@ -47,6 +47,15 @@ using checkpoint::CheckpointState;
 using checkpoint::NamedTensors;
 using checkpoint::proto::Metadata;
 using checkpoint::proto::MonitoredMetric;
+using datasets::FashionMnistPaths;
+using datasets::FindFashionMnistFiles;
+using datasets::IdxDataset;
+using datasets::ReadIdxDataset;
+using models::ArchitectureConfig;
+using models::ArchitectureConfigFromMap;
+using models::ArchitectureConfigToMap;
+using models::BuildArchitecture;
+using models::DefaultArchitectureConfig;
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kTrainSplitSize = 60000;

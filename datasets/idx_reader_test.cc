@@ -1,4 +1,4 @@
-#include "trainer/idx_reader.h"
+#include "datasets/idx_reader.h"
 
 #include <zlib.h>
 
@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace trainer {
+namespace datasets {
 namespace {
 
 using ::testing::AllOf;
@@ -229,4 +229,4 @@ TEST(IdxReaderTest, MissingFileAndDirectoryAreErrorsNamingThePath) {
 }
 
 }  // namespace
-}  // namespace trainer
+}  // namespace datasets

@@ -1,4 +1,4 @@
-#include "trainer/architectures.h"
+#include "models/architectures.h"
 
 #include <torch/torch.h>
 
@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace trainer {
+namespace models {
 namespace {
 
 using ::testing::ElementsAre;
@@ -170,4 +170,4 @@ TEST(ArchitecturesTest, ConfigParsingRejectsUnknownKeysAndBadValues) {
 }
 
 }  // namespace
-}  // namespace trainer
+}  // namespace models

@@ -1,4 +1,4 @@
-#include "trainer/architectures.h"
+#include "models/architectures.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -15,7 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
-namespace trainer {
+namespace models {
 namespace {
 
 // PyTorch's reset_parameters() for Linear and Conv2d: kaiming_uniform_ with
@@ -293,4 +293,4 @@ absl::StatusOr<ArchitectureConfig> ArchitectureConfigFromMap(
   return config;
 }
 
-}  // namespace trainer
+}  // namespace models

@@ -24,8 +24,8 @@
 //   ASSIGN_OR_RETURN(ArchitectureConfig config,
 //                    ArchitectureConfigFromMap({m.architecture_config().begin(),
 //                                               m.architecture_config().end()}));
-#ifndef TRAINER_ARCHITECTURES_H_
-#define TRAINER_ARCHITECTURES_H_
+#ifndef MODELS_ARCHITECTURES_H_
+#define MODELS_ARCHITECTURES_H_
 
 #include <torch/script.h>
 
@@ -37,7 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace trainer {
+namespace models {
 
 // Hyper-parameters of an architecture plus what a consumer of the model needs
 // to feed it and read its output. Every field round-trips exactly through
@@ -92,6 +92,6 @@ std::map<std::string, std::string> ArchitectureConfigToMap(
 absl::StatusOr<ArchitectureConfig> ArchitectureConfigFromMap(
     const std::map<std::string, std::string>& map);
 
-}  // namespace trainer
+}  // namespace models
 
-#endif  // TRAINER_ARCHITECTURES_H_
+#endif  // MODELS_ARCHITECTURES_H_

@@ -1,4 +1,4 @@
-#include "trainer/idx_reader.h"
+#include "datasets/idx_reader.h"
 
 #include <sys/stat.h>
 #include <zlib.h>
@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace trainer {
+namespace datasets {
 namespace {
 
 struct GzCloser {
@@ -231,4 +231,4 @@ absl::StatusOr<FashionMnistPaths> FindFashionMnistFiles(
   return paths;
 }
 
-}  // namespace trainer
+}  // namespace datasets

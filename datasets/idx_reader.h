@@ -15,8 +15,8 @@
 //                    ReadIdxDataset(dir + "/train-images-idx3-ubyte.gz",
 //                                   dir + "/train-labels-idx1-ubyte.gz"));
 //   const uint8_t* first_image = train.images.pixels.data();
-#ifndef TRAINER_IDX_READER_H_
-#define TRAINER_IDX_READER_H_
+#ifndef DATASETS_IDX_READER_H_
+#define DATASETS_IDX_READER_H_
 
 #include <cstdint>
 #include <string>
@@ -24,7 +24,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace trainer {
+namespace datasets {
 
 inline constexpr uint32_t kIdxImagesMagic = 0x00000803;
 inline constexpr uint32_t kIdxLabelsMagic = 0x00000801;
@@ -71,6 +71,6 @@ struct FashionMnistPaths {
 absl::StatusOr<FashionMnistPaths> FindFashionMnistFiles(
     const std::string& directory);
 
-}  // namespace trainer
+}  // namespace datasets
 
-#endif  // TRAINER_IDX_READER_H_
+#endif  // DATASETS_IDX_READER_H_
