@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/run_directory.h"
 #include "checkpoint/writer.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
@@ -38,295 +39,7 @@ constexpr char kDeleteTemporaryPrefix[] = ".tmp-delete-";
 using base::Annotate;
 using base::JoinPath;
 
-void Warn(absl::string_view message) {
-  base::Warn(absl::StrCat("checkpoint manager: ", message));
-}
-
-// Argument order of the callers below; one mapping for the whole project.
-absl::Status ErrnoStatus(absl::string_view operation, const std::string& path,
-                         int error_number) {
-  return base::ErrnoToStatus(error_number, operation, path);
-}
-
-// The target of the symlink at `link_path`, or "" when it is absent or not
-// a symlink.
-std::string ReadLinkTarget(const std::string& link_path) {
-  char buffer[4096];
-  ssize_t length = ::readlink(link_path.c_str(), buffer, sizeof(buffer));
-  if (length <= 0 || static_cast<size_t>(length) >= sizeof(buffer)) return "";
-  return std::string(buffer, static_cast<size_t>(length));
-}
-
-// The checkpoint name a link in the run directory points at: its target's
-// last component. Links the manager writes are plain names; an absolute
-// target written by hand only counts if it lies inside the run directory.
-std::string LinkedName(const std::string& run_dir, const char* link_name) {
-  std::string target = ReadLinkTarget(JoinPath(run_dir, link_name));
-  while (target.size() > 1 && target.back() == '/') target.pop_back();
-  if (target.empty()) return "";
-  if (target.find('/') == std::string::npos) return target;
-  std::error_code error;
-  std::filesystem::path resolved = std::filesystem::weakly_canonical(
-      std::filesystem::path(run_dir) / target, error);
-  std::filesystem::path run = std::filesystem::weakly_canonical(run_dir, error);
-  if (error || resolved.parent_path() != run) return "";
-  return resolved.filename().string();
-}
-
-// Names in `run_dir` that may be checkpoints: directories (not symlinks)
-// whose names do not start with '.'.
-absl::StatusOr<std::vector<std::string>> CandidateNames(
-    const std::string& run_dir) {
-  DIR* directory = ::opendir(run_dir.c_str());
-  if (directory == nullptr) {
-    return ErrnoStatus("listing run directory", run_dir, errno);
-  }
-  std::vector<std::string> names;
-  while (struct dirent* item = ::readdir(directory)) {
-    std::string name = item->d_name;
-    if (name.empty() || name[0] == '.' || name == kBestLinkName ||
-        name == kLastLinkName) {
-      continue;
-    }
-    struct stat info;
-    if (::lstat(JoinPath(run_dir, name).c_str(), &info) != 0) continue;
-    if (!S_ISDIR(info.st_mode)) continue;
-    names.push_back(std::move(name));
-  }
-  ::closedir(directory);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-bool StepOrder(const CheckpointEntry& a, const CheckpointEntry& b) {
-  if (a.step != b.step) return a.step < b.step;
-  return a.name < b.name;
-}
-
-std::string FormatInteger(int64_t value, int width, bool zero_pad) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof(buffer), zero_pad ? "%0*lld" : "%*lld",
-                width < 0 ? 0 : width, static_cast<long long>(value));
-  return buffer;
-}
-
-std::string FormatDouble(double value, char conversion, int precision) {
-  if (std::isnan(value)) return "nan";
-  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  char buffer[512];
-  if (conversion == 'g') {
-    std::snprintf(buffer, sizeof(buffer), "%g", value);
-  } else {
-    const char* format = conversion == 'e' ? "%.*e" : "%.*f";
-    std::snprintf(buffer, sizeof(buffer), format, precision, value);
-  }
-  return buffer;
-}
-
-// Substituted text must stay inside one path component.
-std::string SanitizeComponent(std::string text) {
-  for (char& c : text) {
-    if (c == '/' || c == '\0') c = '_';
-  }
-  return text;
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------
-// NameTemplate
-
-absl::StatusOr<NameTemplate> NameTemplate::Parse(absl::string_view text) {
-  NameTemplate parsed;
-  parsed.text_ = std::string(text);
-  auto invalid = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint name template '", text, "': ", why));
-  };
-  std::string literal;
-  auto flush_literal = [&] {
-    if (literal.empty()) return;
-    Segment segment;
-    segment.text = std::move(literal);
-    parsed.segments_.push_back(std::move(segment));
-    literal.clear();
-  };
-  size_t i = 0;
-  while (i < text.size()) {
-    char c = text[i];
-    if (c == '{' && i + 1 < text.size() && text[i + 1] == '{') {
-      literal.push_back('{');
-      i += 2;
-      continue;
-    }
-    if (c == '}' && i + 1 < text.size() && text[i + 1] == '}') {
-      literal.push_back('}');
-      i += 2;
-      continue;
-    }
-    if (c == '}') return invalid("unmatched '}' (write '}}' for a brace)");
-    if (c == '/') return invalid("'/' is not allowed in a checkpoint name");
-    if (c != '{') {
-      literal.push_back(c);
-      ++i;
-      continue;
-    }
-    size_t close = text.find('}', i + 1);
-    if (close == absl::string_view::npos) return invalid("unterminated '{'");
-    absl::string_view field = text.substr(i + 1, close - i - 1);
-    i = close + 1;
-    if (field.find('{') != absl::string_view::npos) {
-      return invalid("'{' inside a field");
-    }
-    absl::string_view spec;
-    if (size_t colon = field.find(':'); colon != absl::string_view::npos) {
-      spec = field.substr(colon + 1);
-      field = field.substr(0, colon);
-    }
-    if (field.empty()) return invalid("empty field name");
-    Segment segment;
-    segment.is_field = true;
-    segment.text = std::string(field);
-    if (field == "epoch" || field == "step") {
-      segment.conversion = 'd';
-      if (!spec.empty()) {
-        int width = 0;
-        if (!absl::c_all_of(spec, absl::ascii_isdigit) ||
-            !absl::SimpleAtoi(spec, &width) || width > 32) {
-          return invalid(absl::StrCat("field {", field, "} takes a width such ",
-                                      "as 06, not '", spec, "'"));
-        }
-        segment.zero_pad = spec.size() > 1 && spec[0] == '0';
-        segment.width_or_precision = width;
-      }
-    } else if (field == "monitor") {
-      if (!spec.empty()) return invalid("field {monitor} takes no format");
-      segment.conversion = 's';
-    } else {
-      segment.conversion = 'g';
-      if (!spec.empty()) {
-        int precision = 0;
-        char conversion = spec.back();
-        absl::string_view digits = spec.substr(1, spec.size() - 2);
-        if (spec.size() < 3 || spec[0] != '.' ||
-            (conversion != 'f' && conversion != 'e') ||
-            !absl::c_all_of(digits, absl::ascii_isdigit) ||
-            !absl::SimpleAtoi(digits, &precision) || precision > 17) {
-          return invalid(absl::StrCat("field {", field,
-                                      "} takes a format such as .4f or .3e, "
-                                      "not '",
-                                      spec, "'"));
-        }
-        segment.conversion = conversion;
-        segment.width_or_precision = precision;
-      }
-    }
-    flush_literal();
-    parsed.segments_.push_back(std::move(segment));
-  }
-  flush_literal();
-  if (parsed.segments_.empty()) return invalid("empty template");
-  return parsed;
-}
-
-absl::StatusOr<std::string> NameTemplate::Render(
-    const proto::Metadata& metadata, absl::string_view monitor) const {
-  std::string name;
-  for (const Segment& segment : segments_) {
-    if (!segment.is_field) {
-      name += segment.text;
-    } else if (segment.text == "epoch") {
-      name += FormatInteger(metadata.progress().epoch(),
-                            segment.width_or_precision, segment.zero_pad);
-    } else if (segment.text == "step") {
-      name += FormatInteger(metadata.progress().global_step(),
-                            segment.width_or_precision, segment.zero_pad);
-    } else if (segment.text == "monitor") {
-      name += SanitizeComponent(std::string(monitor));
-    } else {
-      double value;
-      if (segment.text == "value") {
-        value = MonitoredValue(metadata, monitor);
-      } else {
-        auto found = metadata.metrics().find(segment.text);
-        value = found == metadata.metrics().end() ? kNaN : found->second;
-      }
-      name +=
-          FormatDouble(value, segment.conversion, segment.width_or_precision);
-    }
-  }
-  if (name.empty() || name[0] == '.' || name == kBestLinkName ||
-      name == kLastLinkName) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint name template '", text_, "' renders '", name,
-                     "', which is not a usable checkpoint name (empty, ",
-                     "hidden, or a link name)"));
-  }
-  return name;
-}
-
-// ---------------------------------------------------------------------------
-// Pure policy
-
-double MonitoredValue(const proto::Metadata& metadata,
-                      absl::string_view monitor) {
-  if (monitor.empty()) return kNaN;
-  if (metadata.has_monitored() && metadata.monitored().name() == monitor) {
-    return metadata.monitored().value();
-  }
-  auto found = metadata.metrics().find(std::string(monitor));
-  return found == metadata.metrics().end() ? kNaN : found->second;
-}
-
-bool IsImprovement(double candidate, double incumbent,
-                   proto::MonitoredMetric::Mode mode) {
-  if (std::isnan(candidate)) return false;
-  if (std::isnan(incumbent)) return true;
-  return mode == proto::MonitoredMetric::MAX ? candidate > incumbent
-                                             : candidate < incumbent;
-}
-
-std::vector<std::string> SelectForDeletion(
-    const std::vector<CheckpointEntry>& entries, int keep_last, int keep_top_k,
-    proto::MonitoredMetric::Mode mode) {
-  std::vector<const CheckpointEntry*> by_step;
-  for (const CheckpointEntry& entry : entries) by_step.push_back(&entry);
-  std::sort(by_step.begin(), by_step.end(),
-            [](const CheckpointEntry* a, const CheckpointEntry* b) {
-              return StepOrder(*a, *b);
-            });
-  std::set<std::string> kept;
-  for (const CheckpointEntry* entry : by_step) {
-    if (entry->is_best || entry->is_last) kept.insert(entry->name);
-  }
-  // -1 means "this rule is not set": with neither set everything stays;
-  // with one set, that rule alone decides.
-  if (keep_last < 0 && keep_top_k < 0) return {};
-  for (int i = 0; i < keep_last && i < static_cast<int>(by_step.size()); ++i) {
-    kept.insert(by_step[by_step.size() - 1 - i]->name);
-  }
-  std::vector<const CheckpointEntry*> ranked;
-  for (const CheckpointEntry* entry : by_step) {
-    if (!std::isnan(entry->metric)) ranked.push_back(entry);
-  }
-  // stable_sort over step order: among equal metrics the older ranks first,
-  // like `best` itself.
-  std::stable_sort(ranked.begin(), ranked.end(),
-                   [mode](const CheckpointEntry* a, const CheckpointEntry* b) {
-                     return IsImprovement(a->metric, b->metric, mode);
-                   });
-  for (int i = 0; i < keep_top_k && i < static_cast<int>(ranked.size()); ++i) {
-    kept.insert(ranked[i]->name);
-  }
-  std::vector<std::string> victims;
-  for (const CheckpointEntry* entry : by_step) {
-    if (kept.count(entry->name) == 0) victims.push_back(entry->name);
-  }
-  return victims;
-}
-
-// ---------------------------------------------------------------------------
-// CheckpointManager
 
 CheckpointManager::CheckpointManager(std::string run_dir, Options options,
                                      NameTemplate name_template)
@@ -377,42 +90,6 @@ absl::StatusOr<std::unique_ptr<CheckpointManager>> CheckpointManager::Open(
   }
   return manager;
 }
-
-namespace {
-
-struct ScannedCheckpoint {
-  CheckpointEntry entry;  // name, path, epoch and step filled in
-  proto::Metadata metadata;
-};
-
-// Every checkpoint of `run_dir` that opens; a corrupt one is skipped with a
-// warning naming it (and left on disk for a person to look at).
-absl::StatusOr<std::vector<ScannedCheckpoint>> ScanCheckpoints(
-    const std::string& run_dir) {
-  absl::StatusOr<std::vector<std::string>> names = CandidateNames(run_dir);
-  if (!names.ok()) return names.status();
-  std::vector<ScannedCheckpoint> scanned;
-  for (const std::string& name : *names) {
-    std::string path = JoinPath(run_dir, name);
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-        CheckpointReader::Open(path);
-    if (!reader.ok()) {
-      Warn(absl::StrCat("skipping corrupt checkpoint ", path, ": ",
-                        reader.status().message()));
-      continue;
-    }
-    ScannedCheckpoint checkpoint;
-    checkpoint.metadata = (*reader)->manifest().metadata();
-    checkpoint.entry.name = name;
-    checkpoint.entry.path = path;
-    checkpoint.entry.epoch = checkpoint.metadata.progress().epoch();
-    checkpoint.entry.step = checkpoint.metadata.progress().global_step();
-    scanned.push_back(std::move(checkpoint));
-  }
-  return scanned;
-}
-
-}  // namespace
 
 absl::Status CheckpointManager::Scan() {
   absl::StatusOr<std::vector<ScannedCheckpoint>> scanned =
@@ -476,14 +153,15 @@ absl::Status CheckpointManager::PointLink(const char* link_name,
   std::string link_path = JoinPath(run_dir_, link_name);
   ::unlink(temporary.c_str());
   if (::symlink(target.c_str(), temporary.c_str()) != 0) {
-    return ErrnoStatus("creating symlink", temporary, errno);
+    return base::ErrnoToStatus(errno, "creating symlink", temporary);
   }
   if (::rename(temporary.c_str(), link_path.c_str()) != 0) {
     int error_number = errno;
     ::unlink(temporary.c_str());
-    return ErrnoStatus(
+    return base::ErrnoToStatus(
+        error_number,
         absl::StrCat("pointing ", link_name, " at ", target, ": renaming"),
-        link_path, error_number);
+        link_path);
   }
   return base::FsyncPath(run_dir_);
 }
@@ -604,7 +282,8 @@ absl::Status CheckpointManager::ApplyRetention() {
         JoinPath(run_dir_, absl::StrCat(kDeleteTemporaryPrefix, victim, "-",
                                         ::getpid(), "-", temporary_counter_++));
     if (::rename(from.c_str(), to.c_str()) != 0) {
-      if (result.ok()) result = ErrnoStatus("retiring checkpoint", from, errno);
+      if (result.ok())
+        result = base::ErrnoToStatus(errno, "retiring checkpoint", from);
       continue;
     }
     doomed.push_back(to);
@@ -647,85 +326,6 @@ std::vector<CheckpointEntry> CheckpointManager::List() const {
     entry.is_last = entry.name == last_name_;
   }
   return entries;
-}
-
-// ---------------------------------------------------------------------------
-// Read-only helpers
-
-absl::StatusOr<std::vector<CheckpointEntry>> ListRunDirectory(
-    const std::string& run_dir) {
-  absl::StatusOr<std::vector<ScannedCheckpoint>> scanned =
-      ScanCheckpoints(run_dir);
-  if (!scanned.ok()) return scanned.status();
-  std::string best = LinkedName(run_dir, kBestLinkName);
-  std::string last = LinkedName(run_dir, kLastLinkName);
-  std::vector<CheckpointEntry> entries;
-  for (ScannedCheckpoint& checkpoint : *scanned) {
-    const proto::Metadata& metadata = checkpoint.metadata;
-    CheckpointEntry entry = std::move(checkpoint.entry);
-    const std::string& name = entry.name;
-    entry.metric_name = metadata.monitored().name();
-    entry.metric =
-        entry.metric_name.empty() ? kNaN : metadata.monitored().value();
-    entry.is_best = name == best;
-    entry.is_last = name == last;
-    entries.push_back(std::move(entry));
-  }
-  std::sort(entries.begin(), entries.end(), StepOrder);
-  return entries;
-}
-
-namespace {
-
-absl::Status OpenAndVerify(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-      CheckpointReader::Open(path);
-  if (!reader.ok()) return reader.status();
-  return (*reader)->VerifyAll();
-}
-
-}  // namespace
-
-absl::StatusOr<std::string> FindResumeCheckpoint(const std::string& run_dir) {
-  struct stat info;
-  if (::stat(run_dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
-    return absl::NotFoundError(absl::StrCat("no run directory at ", run_dir));
-  }
-  std::set<std::string> known_bad;
-  std::string last = LinkedName(run_dir, kLastLinkName);
-  if (!last.empty()) {
-    std::string path = JoinPath(run_dir, last);
-    absl::Status status = OpenAndVerify(path);
-    if (status.ok()) return path;
-    Warn(absl::StrCat("skipping corrupt checkpoint ", path, " (", run_dir,
-                      "/last): ", status.message()));
-    known_bad.insert(last);
-  }
-  absl::StatusOr<std::vector<std::string>> names = CandidateNames(run_dir);
-  if (!names.ok()) return names.status();
-  std::vector<std::pair<int64_t, std::string>> by_step;
-  for (const std::string& name : *names) {
-    if (known_bad.count(name) > 0) continue;
-    std::string path = JoinPath(run_dir, name);
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-        CheckpointReader::Open(path);
-    if (!reader.ok()) {
-      Warn(absl::StrCat("skipping corrupt checkpoint ", path, ": ",
-                        reader.status().message()));
-      continue;
-    }
-    by_step.emplace_back(
-        (*reader)->manifest().metadata().progress().global_step(), name);
-  }
-  std::sort(by_step.rbegin(), by_step.rend());
-  for (const auto& [step, name] : by_step) {
-    std::string path = JoinPath(run_dir, name);
-    absl::Status status = OpenAndVerify(path);
-    if (status.ok()) return path;
-    Warn(absl::StrCat("skipping corrupt checkpoint ", path, ": ",
-                      status.message()));
-  }
-  return absl::NotFoundError(absl::StrCat("no valid checkpoint in ", run_dir));
 }
 
 }  // namespace checkpoint

@@ -61,90 +61,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "checkpoint/manifest.pb.h"
+#include "checkpoint/name_template.h"
+#include "checkpoint/retention.h"
+#include "checkpoint/run_directory.h"
 
 namespace checkpoint {
-
-inline constexpr char kBestLinkName[] = "best";
-inline constexpr char kLastLinkName[] = "last";
-
-// Checkpoint names rendered from a template.
-//
-// Syntax: literal text with fields in braces, `{FIELD}` or `{FIELD:SPEC}`;
-// `{{` and `}}` are literal braces.
-//   {epoch}, {step}      Progress.epoch and Progress.global_step. SPEC is a
-//                        width, zero-padded with a leading 0: {step:06}
-//                        renders 42 as 000042.
-//   {monitor}            the monitored metric's name. No SPEC.
-//   {value}              the monitored metric's value.
-//   {NAME}               any other name is looked up in Metadata.metrics.
-//                        For {value} and {NAME}, SPEC is `.Nf` (N decimals,
-//                        fixed) or `.Ne` (exponent); without SPEC the value
-//                        is printed with %g. A missing metric or NaN renders
-//                        as `nan`, infinities as `inf` / `-inf`.
-// Substituted text has `/` replaced by `_`, so a metric called
-// "val/loss" still yields one directory name. The rendered name must not be
-// empty, start with '.', or be `best` or `last`.
-class NameTemplate {
- public:
-  static constexpr char kDefault[] =
-      "epoch={epoch:04}-step={step:06}-{monitor}={value:.4f}";
-
-  // kInvalidArgument for an unbalanced brace, an empty field, a spec that
-  // does not fit the field, or a literal `/`.
-  static absl::StatusOr<NameTemplate> Parse(absl::string_view text);
-
-  // `monitor` names the metric that {monitor} and {value} stand for.
-  absl::StatusOr<std::string> Render(const proto::Metadata& metadata,
-                                     absl::string_view monitor) const;
-
-  const std::string& text() const { return text_; }
-
- private:
-  struct Segment {
-    bool is_field = false;
-    std::string text;     // Literal text, or the field name.
-    char conversion = 0;  // 'd' for integers, 'f'/'e'/'g' for doubles.
-    int width_or_precision = -1;
-    bool zero_pad = false;
-  };
-  std::string text_;
-  std::vector<Segment> segments_;
-};
-
-// The value of `monitor` recorded in `metadata`: Metadata.monitored.value
-// when Metadata.monitored.name is `monitor`, else Metadata.metrics[monitor],
-// else NaN (a checkpoint without the metric never becomes best).
-double MonitoredValue(const proto::Metadata& metadata,
-                      absl::string_view monitor);
-
-// Whether `candidate` strictly beats `incumbent` under `mode`. NaN never
-// improves; any finite value (or infinity) beats a NaN incumbent; a tie
-// keeps the incumbent.
-bool IsImprovement(double candidate, double incumbent,
-                   proto::MonitoredMetric::Mode mode);
-
-// One checkpoint directory of a run.
-struct CheckpointEntry {
-  std::string name;  // Directory name inside the run directory.
-  std::string path;  // RUN_DIR/name.
-  int64_t epoch = 0;
-  int64_t step = 0;
-  std::string metric_name;
-  double metric = 0;  // NaN when the checkpoint lacks the metric.
-  bool is_best = false;
-  bool is_last = false;
-};
-
-// Retention: names of the `entries` that neither keep rule nor the
-// best/last protection keeps. `keep_last` keeps the N highest steps,
-// `keep_top_k` the K best finite metrics under `mode` (ties by lower step);
-// a checkpoint is kept when any set rule keeps it. -1 leaves a rule unset:
-// with both unset everything is kept, with one unset the other alone
-// decides. 0 keeps none beyond best and last. Entries flagged is_best or
-// is_last are always kept.
-std::vector<std::string> SelectForDeletion(
-    const std::vector<CheckpointEntry>& entries, int keep_last, int keep_top_k,
-    proto::MonitoredMetric::Mode mode);
 
 class CheckpointManager {
  public:
@@ -221,20 +142,6 @@ class CheckpointManager {
   std::string last_name_ ABSL_GUARDED_BY(mutex_);
   uint64_t temporary_counter_ ABSL_GUARDED_BY(mutex_) = 0;
 };
-
-// Every checkpoint directory in `run_dir`, by ascending step, read-only (no
-// cleanup, no link repair): for `ckpt ls`. The metric is each checkpoint's
-// own Metadata.monitored; is_best / is_last come from the links. Corrupt
-// checkpoints are skipped with a warning on stderr.
-absl::StatusOr<std::vector<CheckpointEntry>> ListRunDirectory(
-    const std::string& run_dir);
-
-// The checkpoint a restarted job should load: RUN_DIR/last if it opens and
-// every checksum verifies, otherwise the newest checkpoint (by global step)
-// that does. Each corrupt checkpoint skipped is named in a warning on
-// stderr. kNotFound when the run directory does not exist or holds no valid
-// checkpoint. Returns RUN_DIR/<name> (the link resolved).
-absl::StatusOr<std::string> FindResumeCheckpoint(const std::string& run_dir);
 
 }  // namespace checkpoint
 
