@@ -168,6 +168,35 @@ std::string TrainingStateSummary(const proto::TrainingState& state) {
   return out;
 }
 
+// Rows of cells as text columns, each as wide as its widest cell: the
+// columns in `right_aligned` (numbers) align right, the others left; each
+// line starts with `indent`, cells are separated by `gap`, and trailing
+// spaces are trimmed.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows,
+                        const std::set<size_t>& right_aligned,
+                        absl::string_view indent, absl::string_view gap) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line(indent);
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(
+          &line, i == 0 ? "" : gap,
+          absl::StrFormat(right_aligned.count(i) > 0 ? "%*s" : "%-*s",
+                          static_cast<int>(widths[i]), row[i]));
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
 std::string OneLine(absl::string_view text) {
   return absl::StrReplaceAll(text, {{"\n", " "}, {"\r", " "}});
 }
@@ -397,23 +426,8 @@ absl::StatusOr<std::string> InspectText(const std::string& path) {
   Line(out, "tensors",
        absl::StrCat(manifest.tensors_size(), " (", HumanBytes(tensor_bytes),
                     ")"));
-  std::vector<size_t> widths(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) {
-      widths[i] = std::max(widths[i], row[i].size());
-    }
-  }
-  for (const auto& row : rows) {
-    std::string line = " ";
-    for (size_t i = 0; i < row.size(); ++i) {
-      bool numeric = i == 3 || i == 4;  // SIZE and OFFSET align right.
-      absl::StrAppend(&line, " ",
-                      absl::StrFormat(numeric ? "%*s" : "%-*s",
-                                      static_cast<int>(widths[i]), row[i]));
-    }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    absl::StrAppend(&out, line, "\n");
-  }
+  // SIZE and OFFSET align right.
+  absl::StrAppend(&out, FormatTable(rows, {3, 4}, "  ", " "));
   return out;
 }
 
@@ -556,24 +570,8 @@ absl::StatusOr<std::string> ListRun(const std::string& run_dir) {
              : absl::StrCat(entry.metric_name, "=", FormatDouble(entry.metric)),
          absl::StrJoin(marks, ",")});
   }
-  std::vector<size_t> widths(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) {
-      widths[i] = std::max(widths[i], row[i].size());
-    }
-  }
-  std::string out;
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      bool numeric = i == 1 || i == 2;
-      absl::StrAppend(&line, i == 0 ? "" : "  ",
-                      absl::StrFormat(numeric ? "%*s" : "%-*s",
-                                      static_cast<int>(widths[i]), row[i]));
-    }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    absl::StrAppend(&out, line, "\n");
-  }
+  // EPOCH and STEP align right.
+  std::string out = FormatTable(rows, {1, 2}, "", "  ");
   absl::StrAppend(&out, entries->size(), " checkpoint(s); best: ", best,
                   "; last: ", last, "\n");
   return out;

@@ -14,6 +14,7 @@
 #include "checkpoint/ckpt_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -32,9 +33,7 @@ struct Result {
 class CkptCommandsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ =
-        new std::string(absl::StrCat(::testing::TempDir(), "/ckpt_fixtures"));
-    std::filesystem::remove_all(*dir_);
+    dir_ = new std::string(test_paths::FreshDir("ckpt_fixtures"));
     absl::Status status = WriteCkptFixtures(*dir_);
     ASSERT_TRUE(status.ok()) << status;
   }

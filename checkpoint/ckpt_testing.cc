@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "checkpoint/manager.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -139,19 +139,11 @@ absl::Status FlipByteOf(const std::string& checkpoint,
   if (!reader.ok()) return reader.status();
   const proto::TensorEntry* entry = (*reader)->FindTensor(tensor_name);
   if (entry == nullptr) return absl::NotFoundError(tensor_name);
-  std::string data =
+  test_paths::FlipByte(
       absl::StrCat(checkpoint, "/",
-                   (*reader)->manifest().data_files(entry->data_file()).name());
-  std::fstream file(data, std::ios::in | std::ios::out | std::ios::binary);
-  if (!file) return absl::InternalError(absl::StrCat("opening ", data));
-  char byte = 0;
-  file.seekg(static_cast<std::streamoff>(entry->offset()));
-  file.read(&byte, 1);
-  byte ^= 0x01;
-  file.seekp(static_cast<std::streamoff>(entry->offset()));
-  file.write(&byte, 1);
-  return file ? absl::OkStatus()
-              : absl::InternalError(absl::StrCat("writing ", data));
+                   (*reader)->manifest().data_files(entry->data_file()).name()),
+      entry->offset(), 0x01);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -211,7 +203,7 @@ absl::Status WriteCkptFixtures(const std::string& dir) {
   }
 
   ::mkdir((dir + "/not_a_checkpoint").c_str(), 0755);
-  std::ofstream(dir + "/file.txt") << "not a checkpoint\n";
+  test_paths::WriteFile(dir + "/file.txt", "not a checkpoint\n");
   return absl::OkStatus();
 }
 

@@ -7,10 +7,7 @@
 #include <xxhash.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -20,29 +17,18 @@
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-}
-
 class CorruptionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::string(std::getenv("TEST_TMPDIR")) + "/" + info->name();
-    ASSERT_EQ(std::system(("rm -rf '" + dir_ + "'").c_str()), 0);
-    ASSERT_EQ(::mkdir(dir_.c_str(), 0755), 0);
+    dir_ = test_paths::EmptyDir(info->name());
     path_ = dir_ + "/ckpt";
     auto writer = CheckpointWriter::Create(path_);
     ASSERT_TRUE(writer.ok());
@@ -60,7 +46,7 @@ class CorruptionTest : public ::testing::Test {
 
   proto::Manifest Manifest() const {
     absl::StatusOr<proto::Manifest> manifest =
-        DecodeManifestFile(ReadFile(ManifestPath()));
+        DecodeManifestFile(test_paths::ReadFile(ManifestPath()));
     EXPECT_TRUE(manifest.ok()) << manifest.status();
     return manifest.ok() ? *manifest : proto::Manifest();
   }
@@ -72,7 +58,7 @@ class CorruptionTest : public ::testing::Test {
     // checksum, must catch what the edit broke.
     absl::StatusOr<std::string> encoded = EncodeManifestFile(manifest);
     ASSERT_TRUE(encoded.ok()) << encoded.status();
-    WriteFile(ManifestPath(), *encoded);
+    test_paths::WriteFile(ManifestPath(), *encoded);
   }
 
   // Open() must fail with `code` and a message containing `text`.
@@ -94,9 +80,8 @@ class CorruptionTest : public ::testing::Test {
 
 TEST_F(CorruptionTest, FlippedDataByteIsDataLossNamingTheTensor) {
   const proto::Manifest manifest = Manifest();
-  std::string data = ReadFile(DataPath());
-  data[manifest.tensors(1).offset() + 5] ^= 0x10;  // inside fc.bias
-  WriteFile(DataPath(), data);
+  test_paths::FlipByte(DataPath(), manifest.tensors(1).offset() + 5,
+                       0x10);  // inside fc.bias
 
   for (bool use_mmap : {false, true}) {
     SCOPED_TRACE(use_mmap ? "mmap" : "pread");
@@ -171,12 +156,13 @@ TEST_F(CorruptionTest, MissingDirectory) {
 }
 
 TEST_F(CorruptionTest, GarbageManifest) {
-  WriteFile(ManifestPath(), std::string(64, '\xff'));
+  test_paths::WriteFile(ManifestPath(), std::string(64, '\xff'));
   ExpectOpenFails(absl::StatusCode::kDataLoss, "bad magic");
 }
 
 TEST_F(CorruptionTest, WellFramedGarbageDoesNotParse) {
-  WriteFile(ManifestPath(), FrameManifestPayload("\xff\xff\xff\xff garbage"));
+  test_paths::WriteFile(ManifestPath(),
+                        FrameManifestPayload("\xff\xff\xff\xff garbage"));
   ExpectOpenFails(absl::StatusCode::kDataLoss, "does not parse");
 }
 
@@ -190,7 +176,7 @@ TEST_F(CorruptionTest, InvalidUtf8NameIsRefusedWithoutLogSpam) {
     payload = manifest.SerializeAsString();
     ::testing::internal::GetCapturedStderr();
   }
-  WriteFile(ManifestPath(), FrameManifestPayload(payload));
+  test_paths::WriteFile(ManifestPath(), FrameManifestPayload(payload));
   ::testing::internal::CaptureStderr();
   auto reader = CheckpointReader::Open(path_);
   const std::string logged = ::testing::internal::GetCapturedStderr();
@@ -200,7 +186,7 @@ TEST_F(CorruptionTest, InvalidUtf8NameIsRefusedWithoutLogSpam) {
 }
 
 TEST_F(CorruptionTest, EmptyManifestIsShorterThanTheHeader) {
-  WriteFile(ManifestPath(), "");
+  test_paths::WriteFile(ManifestPath(), "");
   ExpectOpenFails(absl::StatusCode::kDataLoss, "shorter than the 32-byte");
 }
 
@@ -219,7 +205,7 @@ TEST_F(CorruptionTest, NonCanonicalEncodingsAreRefused) {
   };
   for (const auto& [what, bytes] : cases) {
     SCOPED_TRACE(what);
-    WriteFile(ManifestPath(), FrameManifestPayload(bytes));
+    test_paths::WriteFile(ManifestPath(), FrameManifestPayload(bytes));
     ExpectOpenFails(absl::StatusCode::kDataLoss, "canonical encoding");
   }
 }
@@ -227,7 +213,7 @@ TEST_F(CorruptionTest, NonCanonicalEncodingsAreRefused) {
 TEST_F(CorruptionTest, FormatVersion1IsRefusedNamingTheConversion) {
   proto::Manifest manifest = Manifest();
   manifest.set_format_version(1);
-  WriteFile(ManifestPath(), manifest.SerializeAsString());
+  test_paths::WriteFile(ManifestPath(), manifest.SerializeAsString());
   ExpectOpenFails(absl::StatusCode::kFailedPrecondition, "ckpt upgrade");
 }
 
@@ -240,8 +226,8 @@ TEST_F(CorruptionTest, OversizedManifestIsRefusedBeforeReading) {
 TEST_F(CorruptionTest, NewerFormatVersion) {
   proto::Manifest manifest = Manifest();
   manifest.set_format_version(7);
-  WriteFile(ManifestPath(),
-            FrameManifestPayload(manifest.SerializeAsString(), 7));
+  test_paths::WriteFile(ManifestPath(),
+                        FrameManifestPayload(manifest.SerializeAsString(), 7));
   ExpectOpenFails(absl::StatusCode::kFailedPrecondition,
                   "written by a newer format version 7; this reader "
                   "supports up to 2");
@@ -369,9 +355,8 @@ TEST_F(CorruptionTest, DataFileIndexOutOfRange) {
 
 TEST_F(CorruptionTest, DataFileNameEscapingTheDirectory) {
   // A file with the right size outside the checkpoint must not be read.
-  ASSERT_EQ(std::system(
-                ("cp '" + DataPath() + "' '" + dir_ + "/outside.bin'").c_str()),
-            0);
+  test_paths::WriteFile(dir_ + "/outside.bin",
+                        test_paths::ReadFile(DataPath()));
   for (const char* name :
        {"../outside.bin", "sub/data.bin", "/etc/passwd", "..", ".", ""}) {
     SCOPED_TRACE(name);
@@ -440,9 +425,9 @@ TEST_F(CorruptionTest, BoolByteOtherThanZeroOrOneIsRefused) {
   }
   // A 2 with a matching checksum: only the bool rule can catch it.
   path_ = path;
-  std::string data = ReadFile(DataPath());
+  std::string data = test_paths::ReadFile(DataPath());
   data[Manifest().tensors(0).offset() + 1] = 2;
-  WriteFile(DataPath(), data);
+  test_paths::WriteFile(DataPath(), data);
   EditManifest([&](proto::Manifest& m) {
     m.mutable_tensors(0)->set_xxh3_64(XXH3_64bits(
         data.data() + m.tensors(0).offset(), m.tensors(0).size_bytes()));
@@ -466,10 +451,10 @@ TEST_F(CorruptionTest, BoolByteOtherThanZeroOrOneIsRefused) {
 
 TEST_F(CorruptionTest, NonZeroPaddingIsCaughtByVerifyAll) {
   // fc.weight is 24 bytes, fc.bias starts at the next multiple of 64.
-  std::string data = ReadFile(DataPath());
+  std::string data = test_paths::ReadFile(DataPath());
   ASSERT_GT(Manifest().tensors(1).offset(), 24u);
   data[30] = 'x';
-  WriteFile(DataPath(), data);
+  test_paths::WriteFile(DataPath(), data);
   for (bool use_mmap : {false, true}) {
     ReaderOptions options;
     options.use_mmap = use_mmap;
@@ -532,15 +517,15 @@ class EveryByteTest : public CorruptionTest {
   }
 
   void ExpectEveryChangeRefused(const std::string& file) {
-    const std::string original = ReadFile(file);
+    const std::string original = test_paths::ReadFile(file);
     ASSERT_TRUE(FullVerify().ok());
     int accepted = 0;
     for (size_t i = 0; i < original.size(); ++i) {
       for (unsigned char mask : {0x01, 0x80, 0xff}) {
-        std::string changed = original;
-        changed[i] = static_cast<char>(changed[i] ^ mask);
-        WriteFile(file, changed);
-        if (FullVerify().ok()) {
+        test_paths::FlipByte(file, i, mask);
+        const bool verified = FullVerify().ok();
+        test_paths::FlipByte(file, i, mask);  // the original again
+        if (verified) {
           ++accepted;
           ADD_FAILURE() << file << ": byte " << i << " ^ " << int{mask}
                         << " accepted";
@@ -548,7 +533,7 @@ class EveryByteTest : public CorruptionTest {
       }
     }
     for (size_t length = 0; length < original.size(); ++length) {
-      WriteFile(file, original.substr(0, length));
+      test_paths::WriteFile(file, original.substr(0, length));
       if (FullVerify().ok()) {
         ++accepted;
         ADD_FAILURE() << file << ": truncation to " << length << " accepted";
@@ -556,13 +541,13 @@ class EveryByteTest : public CorruptionTest {
     }
     for (const std::string& tail :
          {std::string(1, '\0'), std::string("\x08\x02", 2)}) {
-      WriteFile(file, original + tail);
+      test_paths::WriteFile(file, original + tail);
       if (FullVerify().ok()) {
         ++accepted;
         ADD_FAILURE() << file << ": appended bytes accepted";
       }
     }
-    WriteFile(file, original);
+    test_paths::WriteFile(file, original);
     EXPECT_EQ(accepted, 0);
     EXPECT_TRUE(FullVerify().ok());
   }

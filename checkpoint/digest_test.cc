@@ -1,10 +1,5 @@
 #include "checkpoint/digest.h"
 
-#include <sys/stat.h>
-
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -12,6 +7,7 @@
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
@@ -30,9 +26,7 @@ class DigestTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::string(std::getenv("TEST_TMPDIR")) + "/" + info->name();
-    ASSERT_EQ(std::system(("rm -rf '" + dir_ + "'").c_str()), 0);
-    ASSERT_EQ(::mkdir(dir_.c_str(), 0755), 0);
+    dir_ = test_paths::EmptyDir(info->name());
     std::vector<char> big(3 << 20);  // crosses the digest's chunk size
     for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
     tensors_ = {
@@ -119,11 +113,7 @@ TEST_F(DigestTest, CorruptTensorFailsInsteadOfHashingBadBytes) {
   auto reader = CheckpointReader::Open(path);
   ASSERT_TRUE(reader.ok());
   const uint64_t offset = (*reader)->FindTensor("big")->offset();
-  std::fstream file(path + "/data-00000.bin",
-                    std::ios::in | std::ios::out | std::ios::binary);
-  file.seekp(offset + 100);
-  file.put('!');
-  file.close();
+  test_paths::FlipByte(path + "/data-00000.bin", offset + 100, 0x01);
   absl::StatusOr<std::string> digest = TensorDigest(**reader);
   EXPECT_EQ(digest.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(digest.status().message(), HasSubstr("'big'"));

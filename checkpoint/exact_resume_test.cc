@@ -6,13 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "checkpoint/reader.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
@@ -20,8 +20,7 @@ namespace {
 constexpr int kSteps = 12;
 
 std::string HelperPath() {
-  return std::string(std::getenv("TEST_SRCDIR")) +
-         "/ckpt_project/checkpoint/exact_resume_helper";
+  return test_paths::Runfile("checkpoint/exact_resume_helper");
 }
 
 int RunHelper(const std::vector<std::string>& arguments) {
@@ -58,9 +57,7 @@ std::vector<std::string> TensorContents(const std::string& path) {
 class ExactResumeTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ExactResumeTest, HalvesInTwoProcessesEqualOneStraightRun) {
-  const std::string dir =
-      std::string(std::getenv("TEST_TMPDIR")) + "/" + GetParam();
-  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  const std::string dir = test_paths::TempDir(GetParam());
   const std::vector<std::string> common = {"--dir=" + dir,
                                            "--optimizer=" + GetParam(),
                                            "--steps=" + std::to_string(kSteps)};

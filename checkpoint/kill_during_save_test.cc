@@ -28,6 +28,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 extern char** environ;
 
@@ -39,11 +40,7 @@ namespace fs = std::filesystem;
 constexpr int kKills = 40;
 
 std::string ChildBinary() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return absl::StrCat(srcdir ? srcdir : ".", "/",
-                      workspace ? workspace : "ckpt_project",
-                      "/checkpoint/kill_during_save_child");
+  return test_paths::Runfile("checkpoint/kill_during_save_child");
 }
 
 int CountTemporaries(const std::string& run_dir) {
@@ -105,9 +102,7 @@ TEST(KillDuringSaveTest, EveryKillLeavesLoadableBestAndLast) {
   std::mt19937 random(seed);
   std::uniform_int_distribution<int> delay_ms(2, 60);
 
-  std::string run_dir = absl::StrCat(::testing::TempDir(), "/kill_run");
-  fs::remove_all(run_dir);
-  fs::create_directories(run_dir);
+  std::string run_dir = test_paths::EmptyDir("kill_run");
   std::string child = ChildBinary();
   ASSERT_EQ(::access(child.c_str(), X_OK), 0) << child;
 

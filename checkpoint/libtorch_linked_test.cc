@@ -5,7 +5,6 @@
 // existing directory, which the manager's pruning does. The test runs in
 // both builds and guards the link order in //third_party/libtorch.
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "checkpoint/manager.h"
@@ -34,7 +33,7 @@ CheckpointState StateWithStep(int64_t step) {
 TEST(LibTorchLinkedTest, RemoveAllOfAnExistingDirectory) {
   const std::string dir = FreshDir("remove_all");
   fs::create_directories(dir + "/a/b");
-  std::ofstream(dir + "/a/b/file") << "x";
+  test_paths::WriteFile(dir + "/a/b/file", "x");
   EXPECT_EQ(fs::remove_all(dir), 4u);
   EXPECT_FALSE(fs::exists(dir));
 }

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <string>
 #include <thread>
@@ -462,7 +461,7 @@ TEST(CheckpointManagerTest, OpenRemovesStaleTemporaries) {
   ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
   const std::string writer = absl::StrCat("/.tmp-step=002-", dead, "-1f");
   fs::create_directories(run_dir + writer + "/sub");
-  std::ofstream(run_dir + writer + "/data-00000.bin") << "partial";
+  test_paths::WriteFile(run_dir + writer + "/data-00000.bin", "partial");
   fs::create_directories(
       absl::StrCat(run_dir, "/.tmp-delete-step=000-", dead, "-0"));
   fs::create_symlink("step=001",
@@ -489,8 +488,7 @@ TEST(CheckpointManagerTest, OpenSkipsCorruptCheckpointWithWarning) {
   Save(**manager, MakeMetadata(0, 2, 0.5));
   manager->reset();
   // The manifest of the best checkpoint is destroyed.
-  std::ofstream(run_dir + "/step=002/manifest.pb", std::ios::trunc)
-      << "garbage";
+  test_paths::WriteFile(run_dir + "/step=002/manifest.pb", "garbage");
   ::testing::internal::CaptureStderr();
   auto reopened = CheckpointManager::Open(
       run_dir, MonitorOptions(proto::MonitoredMetric::MIN));
@@ -568,14 +566,7 @@ void FlipFirstTensorByte(const std::string& checkpoint) {
   std::string data =
       checkpoint + "/" +
       (*reader)->manifest().data_files(entry->data_file()).name();
-  std::fstream file(data, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(file.is_open()) << data;
-  char byte = 0;
-  file.seekg(static_cast<std::streamoff>(entry->offset()));
-  file.read(&byte, 1);
-  byte ^= 0x5a;
-  file.seekp(static_cast<std::streamoff>(entry->offset()));
-  file.write(&byte, 1);
+  test_paths::FlipByte(data, entry->offset(), 0x5a);
 }
 
 TEST(FindResumeCheckpointTest, ReturnsLast) {
@@ -600,7 +591,7 @@ TEST(FindResumeCheckpointTest, SkipsCorruptNewestWithWarning) {
   Save(**manager, MakeMetadata(0, 3, 3.0));
   Save(**manager, MakeMetadata(0, 4, 4.0));
   FlipFirstTensorByte(run_dir + "/step=004");  // `last`: checksum mismatch.
-  std::ofstream(run_dir + "/step=003/manifest.pb", std::ios::trunc) << "x";
+  test_paths::WriteFile(run_dir + "/step=003/manifest.pb", "x");
   ::testing::internal::CaptureStderr();
   auto resume = FindResumeCheckpoint(run_dir);
   std::string warnings = ::testing::internal::GetCapturedStderr();
@@ -612,8 +603,7 @@ TEST(FindResumeCheckpointTest, SkipsCorruptNewestWithWarning) {
 }
 
 TEST(FindResumeCheckpointTest, WithoutLastLinkPicksNewestValidByStep) {
-  std::string run_dir = FreshDir("resume_nolink");
-  fs::create_directories(run_dir);
+  std::string run_dir = test_paths::EmptyDir("resume_nolink");
   // Names sort opposite to steps: the step decides.
   WriteCheckpoint(run_dir + "/a", MakeMetadata(0, 30, 1));
   WriteCheckpoint(run_dir + "/b", MakeMetadata(0, 20, 1));

@@ -3,12 +3,8 @@
 // checks that valid_* inputs open and verify while broken_* ones are
 // refused with a Status.
 #include <dirent.h>
-#include <sys/stat.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -17,6 +13,7 @@
 #include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
@@ -24,8 +21,7 @@ namespace checkpoint {
 namespace {
 
 std::string CorpusDir() {
-  return std::string(std::getenv("TEST_SRCDIR")) +
-         "/ckpt_project/checkpoint/testdata/fuzz_corpus";
+  return test_paths::Runfile("checkpoint/testdata/fuzz_corpus");
 }
 
 std::vector<std::string> CorpusFiles() {
@@ -39,23 +35,15 @@ std::vector<std::string> CorpusFiles() {
   return names;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // Unpacks one corpus input into a checkpoint directory, as the fuzzer does.
 std::string Unpack(const std::string& name, const std::string& input) {
-  const std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  ::mkdir(dir.c_str(), 0755);
+  const std::string dir = test_paths::TempDir(name);
   uint32_t size = 0;
   for (int i = 0; i < 4; ++i) {
     size |= static_cast<uint32_t>(static_cast<uint8_t>(input[i])) << (8 * i);
   }
-  std::ofstream(dir + "/manifest.pb", std::ios::binary)
-      << input.substr(4, size);
-  std::ofstream(dir + "/data-00000.bin", std::ios::binary)
-      << input.substr(4 + size);
+  test_paths::WriteFile(dir + "/manifest.pb", input.substr(4, size));
+  test_paths::WriteFile(dir + "/data-00000.bin", input.substr(4 + size));
   return dir;
 }
 
@@ -64,7 +52,7 @@ TEST(ReaderFuzzerCorpusTest, EveryInputReplaysWithoutCrashing) {
   ASSERT_GE(files.size(), 10u) << "corpus missing at " << CorpusDir();
   for (const std::string& name : files) {
     SCOPED_TRACE(name);
-    const std::string input = ReadFile(CorpusDir() + "/" + name);
+    const std::string input = test_paths::ReadFile(CorpusDir() + "/" + name);
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()),
                            input.size());
   }
@@ -75,7 +63,8 @@ TEST(ReaderFuzzerCorpusTest, ValidInputsOpenAndBrokenOnesAreRefused) {
   int broken = 0;
   for (const std::string& name : CorpusFiles()) {
     SCOPED_TRACE(name);
-    const std::string dir = Unpack(name, ReadFile(CorpusDir() + "/" + name));
+    const std::string dir =
+        Unpack(name, test_paths::ReadFile(CorpusDir() + "/" + name));
     auto reader = CheckpointReader::Open(dir);
     absl::Status status =
         reader.ok() ? (*reader)->VerifyAll() : reader.status();
@@ -140,7 +129,7 @@ void ExpectSmallCheckpoint(const CheckpointReader& reader,
 // golden file. Reading it exactly as written guards the reader.
 TEST(ReaderFuzzerCorpusTest, GoldenVersion2CheckpointReadsAsWritten) {
   const std::string dir =
-      Unpack("golden", ReadFile(CorpusDir() + "/valid_small"));
+      Unpack("golden", test_paths::ReadFile(CorpusDir() + "/valid_small"));
   auto reader = CheckpointReader::Open(dir);
   ASSERT_TRUE(reader.ok()) << reader.status();
   ExpectSmallCheckpoint(**reader, 2);
@@ -151,7 +140,7 @@ TEST(ReaderFuzzerCorpusTest, GoldenVersion2CheckpointReadsAsWritten) {
 // change of the on-disk format is always a deliberate one (regenerate the
 // corpus with reader_fuzzer_corpus_gen and say why in FORMAT.md).
 TEST(ReaderFuzzerCorpusTest, WriterBytesForAFixedStateNeverChange) {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/again";
+  const std::string path = test_paths::TempPath("again");
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   struct Tensor {
@@ -179,9 +168,9 @@ TEST(ReaderFuzzerCorpusTest, WriterBytesForAFixedStateNeverChange) {
   (*writer)->mutable_metadata()->set_architecture("mlp");
   (*(*writer)->mutable_metadata()->mutable_metrics())["loss"] = 0.5;
   ASSERT_TRUE((*writer)->Commit().ok());
-  const std::string golden = ReadFile(CorpusDir() + "/valid_small");
-  const std::string manifest = ReadFile(path + "/manifest.pb");
-  const std::string data = ReadFile(path + "/data-00000.bin");
+  const std::string golden = test_paths::ReadFile(CorpusDir() + "/valid_small");
+  const std::string manifest = test_paths::ReadFile(path + "/manifest.pb");
+  const std::string data = test_paths::ReadFile(path + "/data-00000.bin");
   std::string written;
   for (int i = 0; i < 4; ++i) {
     written.push_back(static_cast<char>(manifest.size() >> (8 * i)));
@@ -196,9 +185,8 @@ TEST(ReaderFuzzerCorpusTest, WriterBytesForAFixedStateNeverChange) {
 // way out; `ckpt upgrade` alone opens it, and reads it as written.
 TEST(ReaderFuzzerCorpusTest, GoldenVersion1CheckpointIsRefusedButUpgradable) {
   const std::string dir =
-      Unpack("golden_v1",
-             ReadFile(std::string(std::getenv("TEST_SRCDIR")) +
-                      "/ckpt_project/checkpoint/testdata/v1/small.corpus"));
+      Unpack("golden_v1", test_paths::ReadFile(test_paths::Runfile(
+                              "checkpoint/testdata/v1/small.corpus")));
   auto refused = CheckpointReader::Open(dir);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);

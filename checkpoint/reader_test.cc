@@ -1,9 +1,7 @@
 #include "checkpoint/reader.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -12,6 +10,7 @@
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
@@ -19,14 +18,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-
-std::string ScratchDir(const std::string& name) {
-  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  std::string command = "rm -rf '" + path + "'";
-  EXPECT_EQ(std::system(command.c_str()), 0);
-  EXPECT_EQ(::mkdir(path.c_str(), 0755), 0);
-  return path;
-}
 
 std::vector<char> Bytes(size_t size, int seed) {
   std::vector<char> bytes(size);
@@ -93,7 +84,7 @@ class ReaderModeTest : public ::testing::TestWithParam<bool> {
 };
 
 TEST_P(ReaderModeTest, RoundTripsEveryDtypeIncludingScalarsAndEmpty) {
-  const std::string path = ScratchDir("round_trip") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("round_trip") + "/ckpt";
   const std::vector<TestTensor> tensors = AllDtypeTensors();
   ASSERT_EQ(tensors.size(), 30u);
   WriteTensors(path, tensors);
@@ -130,7 +121,7 @@ TEST_P(ReaderModeTest, RoundTripsEveryDtypeIncludingScalarsAndEmpty) {
 }
 
 TEST_P(ReaderModeTest, ReadTensorChunksStreamsBoundedPieces) {
-  const std::string path = ScratchDir("chunks") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("chunks") + "/ckpt";
   const std::vector<char> bytes = Bytes(10000, 1);
   WriteTensors(path, {{"t", proto::UINT8, {10000}, bytes}});
   auto reader = CheckpointReader::Open(path, Options());
@@ -156,7 +147,7 @@ TEST_P(ReaderModeTest, ReadTensorChunksStreamsBoundedPieces) {
 }
 
 TEST_P(ReaderModeTest, RejectsWrongDestinationAndForeignEntries) {
-  const std::string dir = ScratchDir("misuse");
+  const std::string dir = test_paths::EmptyDir("misuse");
   WriteTensors(dir + "/a", {{"t", proto::FLOAT32, {4}, Bytes(16, 1)}});
   WriteTensors(dir + "/b", {{"t", proto::FLOAT32, {8}, Bytes(32, 2)}});
   auto a = CheckpointReader::Open(dir + "/a", Options());
@@ -181,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(PreadAndMmap, ReaderModeTest, ::testing::Bool(),
                          });
 
 TEST(ReaderTest, MetadataAndTrainingStateRoundTrip) {
-  const std::string path = ScratchDir("metadata") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("metadata") + "/ckpt";
   proto::Metadata metadata;
   metadata.set_created_unix_micros(1700000000123456);
   metadata.mutable_producer()->set_tool("train");
@@ -232,7 +223,7 @@ TEST(ReaderTest, MetadataAndTrainingStateRoundTrip) {
 }
 
 TEST(ReaderTest, MappedViewsOutliveTheReader) {
-  const std::string path = ScratchDir("outlive") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("outlive") + "/ckpt";
   const std::vector<char> bytes = Bytes(1000, 3);
   WriteTensors(path, {{"t", proto::UINT8, {1000}, bytes}});
   ReaderOptions options;
@@ -248,7 +239,7 @@ TEST(ReaderTest, MappedViewsOutliveTheReader) {
 }
 
 TEST(ReaderTest, MappedTensorNeedsMmapMode) {
-  const std::string path = ScratchDir("no_mmap") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("no_mmap") + "/ckpt";
   WriteTensors(path, {{"t", proto::UINT8, {1}, Bytes(1, 1)}});
   auto reader = CheckpointReader::Open(path);
   ASSERT_TRUE(reader.ok());
@@ -259,7 +250,7 @@ TEST(ReaderTest, MappedTensorNeedsMmapMode) {
 }
 
 TEST(ReaderTest, OpensThroughASymlink) {
-  const std::string dir = ScratchDir("symlink");
+  const std::string dir = test_paths::EmptyDir("symlink");
   WriteTensors(dir + "/epoch=1", {{"t", proto::UINT8, {1}, Bytes(1, 1)}});
   ASSERT_EQ(::symlink("epoch=1", (dir + "/best").c_str()), 0);
   auto reader = CheckpointReader::Open(dir + "/best");
@@ -269,7 +260,7 @@ TEST(ReaderTest, OpensThroughASymlink) {
 }
 
 TEST(ReaderTest, ConcurrentFirstAccessVerifiesSafely) {
-  const std::string path = ScratchDir("threads") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("threads") + "/ckpt";
   std::vector<TestTensor> tensors;
   for (int i = 0; i < 16; ++i) {
     tensors.push_back(

@@ -3,9 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -13,6 +11,7 @@
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 #include "torch/torch.h"
 
 namespace checkpoint {
@@ -20,10 +19,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string TempPath(const std::string& name) {
+// TEST_TMPDIR/name-N with N counting calls: a path no other call returns.
+std::string UniqueTempPath(const std::string& name) {
   static int counter = 0;
-  return std::string(std::getenv("TEST_TMPDIR")) + "/" + name + "-" +
-         std::to_string(counter++);
+  return test_paths::TempPath(name + "-" + std::to_string(counter++));
 }
 
 bool Exists(const std::string& path) {
@@ -82,7 +81,7 @@ void ExpectSameTensors(const NamedTensors& expected, const NamedTensors& got) {
 
 TEST(TensorsTest, RoundTripsEveryDtypeLayoutAndSize) {
   CheckpointState state = MixedState();
-  const std::string path = TempPath("roundtrip");
+  const std::string path = UniqueTempPath("roundtrip");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
@@ -100,7 +99,7 @@ TEST(TensorsTest, RoundTripsEveryDtypeLayoutAndSize) {
 
 TEST(TensorsTest, RecordsShapesAndDevicesInTheManifest) {
   CheckpointState state = MixedState();
-  const std::string path = TempPath("manifest");
+  const std::string path = UniqueTempPath("manifest");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
       CheckpointReader::Open(path);
@@ -115,7 +114,7 @@ TEST(TensorsTest, RecordsShapesAndDevicesInTheManifest) {
 
 TEST(TensorsTest, MmapLoadGivesZeroCopyViewsThatOutliveTheReader) {
   CheckpointState state = MixedState();
-  const std::string path = TempPath("mmap");
+  const std::string path = UniqueTempPath("mmap");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   for (bool verify : {true, false}) {
     LoadOptions options;
@@ -143,7 +142,7 @@ TEST(TensorsTest, MmapLoadGivesZeroCopyViewsThatOutliveTheReader) {
 
 TEST(TensorsTest, CastsOnlyFloatingModelTensors) {
   CheckpointState state = MixedState();
-  const std::string path = TempPath("cast");
+  const std::string path = UniqueTempPath("cast");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   LoadOptions options;
   options.dtype = torch::kFloat16;
@@ -171,7 +170,7 @@ TEST(TensorsTest, CastsOnlyFloatingModelTensors) {
 
 TEST(TensorsTest, CudaDeviceWithoutCudaIsAClearError) {
   CheckpointState state = MixedState();
-  const std::string path = TempPath("device");
+  const std::string path = UniqueTempPath("device");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   LoadOptions options;
   options.device = torch::Device("cuda:0");
@@ -199,7 +198,7 @@ TEST(TensorsTest, VerificationCatchesCorruptionAndCanBeTurnedOff) {
   CheckpointState state;
   state.tensors = {{"a", torch::arange(64, torch::kFloat32)},
                    {"b", torch::ones({16})}};
-  const std::string path = TempPath("corrupt");
+  const std::string path = UniqueTempPath("corrupt");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   uint64_t offset = 0;
   std::string data_file;
@@ -213,12 +212,7 @@ TEST(TensorsTest, VerificationCatchesCorruptionAndCanBeTurnedOff) {
                     .data_files((*reader)->FindTensor("a")->data_file())
                     .name();
   }
-  {
-    std::fstream file(data_file,
-                      std::ios::in | std::ios::out | std::ios::binary);
-    file.seekp(offset + 5);
-    file.put('\x7f');
-  }
+  test_paths::FlipByte(data_file, offset + 5, 0x7f);  // a 0 byte becomes 0x7f
   absl::StatusOr<CheckpointState> verified = LoadCheckpoint(path);
   EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(verified.status().message(), HasSubstr("'a'"));
@@ -238,7 +232,7 @@ TEST(TensorsTest, VerificationCatchesCorruptionAndCanBeTurnedOff) {
 TEST(TensorsTest, SaveErrorsNameThePathAndTensor) {
   CheckpointState state;
   state.tensors = {{"fine", torch::ones({2})}, {"undefined", torch::Tensor()}};
-  const std::string path = TempPath("errors");
+  const std::string path = UniqueTempPath("errors");
   absl::Status undefined = SaveCheckpoint(path, state);
   EXPECT_EQ(undefined.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(undefined.message(), HasSubstr(path));
@@ -251,11 +245,12 @@ TEST(TensorsTest, SaveErrorsNameThePathAndTensor) {
   EXPECT_THAT(complex.message(), HasSubstr("unsupported dtype"));
 
   absl::Status no_parent =
-      SaveCheckpoint(TempPath("missing") + "/child", MixedState());
+      SaveCheckpoint(UniqueTempPath("missing") + "/child", MixedState());
   EXPECT_FALSE(no_parent.ok());
   EXPECT_THAT(no_parent.message(), HasSubstr("missing"));
 
-  absl::StatusOr<CheckpointState> absent = LoadCheckpoint(TempPath("absent"));
+  absl::StatusOr<CheckpointState> absent =
+      LoadCheckpoint(UniqueTempPath("absent"));
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -271,8 +266,8 @@ TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
       committed.push_back(name + (status.ok() ? ":ok" : ":error"));
     };
   };
-  const std::string first = TempPath("async-first");
-  const std::string second = TempPath("async-second");
+  const std::string first = UniqueTempPath("async-first");
+  const std::string second = UniqueTempPath("async-second");
   AsyncCheckpointSaver saver;
   ASSERT_TRUE(saver.SaveAsync(first, state, record("first")).ok());
   // Training goes on while the first save is written.
@@ -293,8 +288,8 @@ TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
 TEST(AsyncCheckpointSaverTest, FailedSaveIsReturnedByTheNextSave) {
   CheckpointState state;
   state.tensors = {{"w", torch::ones({8})}};
-  const std::string bad = TempPath("no-such-dir") + "/ckpt";
-  const std::string good = TempPath("after-failure");
+  const std::string bad = UniqueTempPath("no-such-dir") + "/ckpt";
+  const std::string good = UniqueTempPath("after-failure");
   absl::Status callback_status;
   AsyncCheckpointSaver saver;
   ASSERT_TRUE(saver
@@ -321,12 +316,12 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   state.tensors = {{"w", torch::ones({8})}};
   {
     AsyncCheckpointSaver saver;
-    ASSERT_TRUE(saver.SaveAsync(TempPath("gone") + "/x", state).ok());
+    ASSERT_TRUE(saver.SaveAsync(UniqueTempPath("gone") + "/x", state).ok());
     absl::Status waited = saver.Wait();
     EXPECT_FALSE(waited.ok());
     EXPECT_TRUE(saver.Wait().ok());
   }
-  const std::string lost = TempPath("lost") + "/x";
+  const std::string lost = UniqueTempPath("lost") + "/x";
   testing::internal::CaptureStderr();
   {
     AsyncCheckpointSaver saver;
@@ -339,7 +334,7 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   testing::internal::CaptureStderr();
   {
     AsyncCheckpointSaver saver;
-    ASSERT_TRUE(saver.SaveAsync(TempPath("fine"), state).ok());
+    ASSERT_TRUE(saver.SaveAsync(UniqueTempPath("fine"), state).ok());
   }
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
@@ -381,7 +376,7 @@ TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
   for (int i = 0; i < 50; ++i) {
     state.tensors.emplace_back("t" + std::to_string(i), torch::randn({i, 3}));
   }
-  const std::string path = TempPath("threads");
+  const std::string path = UniqueTempPath("threads");
   ASSERT_TRUE(SaveCheckpoint(path, state).ok());
   for (int threads : {1, 3, 16}) {
     for (bool mmap : {false, true}) {

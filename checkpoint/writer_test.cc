@@ -7,9 +7,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,20 +14,13 @@
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace checkpoint {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string ScratchDir(const std::string& name) {
-  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  std::string command = "rm -rf '" + path + "'";
-  EXPECT_EQ(std::system(command.c_str()), 0);
-  EXPECT_EQ(::mkdir(path.c_str(), 0755), 0);
-  return path;
-}
 
 std::set<std::string> ListDir(const std::string& path) {
   std::set<std::string> names;
@@ -42,11 +32,6 @@ std::set<std::string> ListDir(const std::string& path) {
   }
   ::closedir(dir);
   return names;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::vector<char> Bytes(size_t size, int seed) {
@@ -70,7 +55,7 @@ absl::Status WriteSimple(const std::string& path, const std::string& name,
 }
 
 TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
-  const std::string dir = ScratchDir("layout");
+  const std::string dir = test_paths::EmptyDir("layout");
   const std::string path = dir + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok()) << writer.status();
@@ -87,14 +72,14 @@ TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
   EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
   EXPECT_THAT(ListDir(path), ElementsAre("data-00000.bin", "manifest.pb"));
   absl::StatusOr<proto::Manifest> decoded =
-      DecodeManifestFile(ReadFile(path + "/manifest.pb"));
+      DecodeManifestFile(test_paths::ReadFile(path + "/manifest.pb"));
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   const proto::Manifest& manifest = *decoded;
   EXPECT_EQ(manifest.format_version(), kFormatVersion);
   EXPECT_EQ(manifest.alignment(), 64u);
   ASSERT_EQ(manifest.data_files_size(), 1);
   EXPECT_EQ(manifest.data_files(0).name(), "data-00000.bin");
-  const std::string data = ReadFile(path + "/data-00000.bin");
+  const std::string data = test_paths::ReadFile(path + "/data-00000.bin");
   EXPECT_EQ(data.size(), manifest.data_files(0).size_bytes());
 
   std::vector<uint64_t> offsets;
@@ -114,7 +99,7 @@ TEST(WriterTest, LayoutIsManifestPlusOneAlignedZeroPaddedDataFile) {
 // flush at an unaligned file offset, followed by a large tensor whose
 // padding must not be written past the buffer (ASan checks this).
 TEST(WriterTest, PaddingAtTheBufferBoundaryBeforeALargeTensor) {
-  const std::string path = ScratchDir("boundary") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("boundary") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   std::vector<std::vector<char>> tensors;
@@ -144,7 +129,7 @@ TEST(WriterTest, PaddingAtTheBufferBoundaryBeforeALargeTensor) {
 // Many size mixes around the buffer and direct-write thresholds, so the
 // buffering logic meets every alignment of every boundary.
 TEST(WriterTest, RandomSizeSequencesRoundTrip) {
-  const std::string dir = ScratchDir("random_sizes");
+  const std::string dir = test_paths::EmptyDir("random_sizes");
   uint32_t state = 12345;
   auto next = [&state] {
     state = state * 1664525u + 1013904223u;
@@ -193,7 +178,7 @@ TEST(WriterTest, RandomSizeSequencesRoundTrip) {
 }
 
 TEST(WriterTest, MetadataAndTrainingStateAreRecorded) {
-  const std::string path = ScratchDir("metadata") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("metadata") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   (*writer)->mutable_metadata()->mutable_progress()->set_epoch(7);
@@ -209,7 +194,7 @@ TEST(WriterTest, MetadataAndTrainingStateAreRecorded) {
 }
 
 TEST(WriterTest, RejectsBadTensorsWithoutBreakingTheWriter) {
-  const std::string path = ScratchDir("bad_tensors") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("bad_tensors") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   std::vector<char> bytes = Bytes(8, 0);
@@ -233,7 +218,7 @@ TEST(WriterTest, RejectsBadTensorsWithoutBreakingTheWriter) {
 }
 
 TEST(WriterTest, EmptyTensorWithHugeOtherDimsIsAccepted) {
-  const std::string path = ScratchDir("empty_huge") + "/ckpt";
+  const std::string path = test_paths::EmptyDir("empty_huge") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   const int64_t huge = int64_t{1} << 40;
@@ -247,7 +232,7 @@ TEST(WriterTest, EmptyTensorWithHugeOtherDimsIsAccepted) {
 
 // The writer never commits a checkpoint its reader would refuse.
 TEST(WriterTest, InvalidUtf8IsRefusedAtCommit) {
-  const std::string dir = ScratchDir("utf8");
+  const std::string dir = test_paths::EmptyDir("utf8");
   auto writer = CheckpointWriter::Create(dir + "/ckpt");
   ASSERT_TRUE(writer.ok());
   (*(*writer)->mutable_metadata()->mutable_user())["note"] = "\xff\xfe";
@@ -258,18 +243,18 @@ TEST(WriterTest, InvalidUtf8IsRefusedAtCommit) {
 }
 
 TEST(WriterTest, MissingParentDirectoryIsNotFound) {
-  const std::string dir = ScratchDir("missing_parent");
+  const std::string dir = test_paths::EmptyDir("missing_parent");
   auto writer = CheckpointWriter::Create(dir + "/no/such/ckpt");
   EXPECT_EQ(writer.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(writer.status().message(), HasSubstr(dir + "/no/such"));
 }
 
 TEST(WriterTest, OverwriteReplacesTheOldCheckpointAndLeavesNoTemporary) {
-  const std::string dir = ScratchDir("overwrite");
+  const std::string dir = test_paths::EmptyDir("overwrite");
   const std::string path = dir + "/ckpt";
   ASSERT_TRUE(WriteSimple(path, "old", 100, 1).ok());
   // An extra file in the old checkpoint must disappear with it.
-  std::ofstream(path + "/stray.txt") << "old";
+  test_paths::WriteFile(path + "/stray.txt", "old");
   ASSERT_TRUE(WriteSimple(path + "/", "new", 10, 2).ok());
   EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
   EXPECT_THAT(ListDir(path), ElementsAre("data-00000.bin", "manifest.pb"));
@@ -281,7 +266,7 @@ TEST(WriterTest, OverwriteReplacesTheOldCheckpointAndLeavesNoTemporary) {
 }
 
 TEST(WriterTest, AbandonedWriterRemovesItsTemporary) {
-  const std::string dir = ScratchDir("abandoned");
+  const std::string dir = test_paths::EmptyDir("abandoned");
   {
     auto writer = CheckpointWriter::Create(dir + "/ckpt");
     ASSERT_TRUE(writer.ok());
@@ -294,11 +279,12 @@ TEST(WriterTest, AbandonedWriterRemovesItsTemporary) {
 }
 
 TEST(WriterTest, RemoveStaleTemporariesKeepsLiveWritersAndCheckpoints) {
-  const std::string dir = ScratchDir("stale");
+  const std::string dir = test_paths::EmptyDir("stale");
   ASSERT_TRUE(WriteSimple(dir + "/kept", "t", 4, 1).ok());
   // What a writer killed mid-save leaves behind.
   ASSERT_EQ(::mkdir((dir + "/.tmp-epoch=3-123-abc").c_str(), 0755), 0);
-  std::ofstream(dir + "/.tmp-epoch=3-123-abc/data-00000.bin") << "partial";
+  test_paths::WriteFile(dir + "/.tmp-epoch=3-123-abc/data-00000.bin",
+                        "partial");
   auto live = CheckpointWriter::Create(dir + "/in_progress");
   ASSERT_TRUE(live.ok());
 
@@ -318,10 +304,10 @@ TEST(WriterTest, RemoveStaleTemporariesKeepsLiveWritersAndCheckpoints) {
 // for a full disk: both fail write(2) with a Status naming the file). The
 // temporary goes away and the previous checkpoint is untouched.
 TEST(WriterTest, WriteErrorKeepsThePreviousCheckpoint) {
-  const std::string dir = ScratchDir("write_error");
+  const std::string dir = test_paths::EmptyDir("write_error");
   const std::string path = dir + "/ckpt";
   ASSERT_TRUE(WriteSimple(path, "old", 1000, 1).ok());
-  const std::string old_data = ReadFile(path + "/data-00000.bin");
+  const std::string old_data = test_paths::ReadFile(path + "/data-00000.bin");
 
   struct rlimit saved;
   ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
@@ -337,7 +323,7 @@ TEST(WriterTest, WriteErrorKeepsThePreviousCheckpoint) {
   EXPECT_THAT(status.message(), HasSubstr("data-00000.bin"));
   EXPECT_THAT(status.message(), HasSubstr("File too large"));
   EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
-  EXPECT_EQ(ReadFile(path + "/data-00000.bin"), old_data);
+  EXPECT_EQ(test_paths::ReadFile(path + "/data-00000.bin"), old_data);
   auto reader = CheckpointReader::Open(path);
   ASSERT_TRUE(reader.ok()) << reader.status();
   EXPECT_NE((*reader)->FindTensor("old"), nullptr);
@@ -369,7 +355,8 @@ TEST(WriterTest, ElementSizesAndNames) {
 }
 
 TEST(WriterTest, RefusesAnExtensionTwiceAndKeepsNothing) {
-  const std::string path = ScratchDir("duplicate_extension") + "/ckpt";
+  const std::string path =
+      test_paths::EmptyDir("duplicate_extension") + "/ckpt";
   auto writer = CheckpointWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   for (int i = 0; i < 2; ++i) {

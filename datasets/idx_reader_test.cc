@@ -2,27 +2,23 @@
 
 #include <zlib.h>
 
-#include <cstdlib>
-#include <fstream>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace datasets {
 namespace {
 
+using test_paths::TempPath;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string FashionMnistDir() {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/fashion_mnist";
-}
-
-std::string TempPath(const std::string& name) {
-  return std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  return test_paths::ExternalRunfile("fashion_mnist");
 }
 
 void AppendBigEndian(std::string& out, uint32_t value) {
@@ -53,7 +49,7 @@ std::string LabelsFile(uint32_t count, size_t label_bytes, char value = 1) {
 
 std::string Write(const std::string& name, const std::string& contents) {
   const std::string path = TempPath(name);
-  std::ofstream(path, std::ios::binary) << contents;
+  test_paths::WriteFile(path, contents);
   return path;
 }
 
@@ -112,12 +108,11 @@ TEST(IdxReaderTest, PlainAndGzippedGiveTheSameData) {
 }
 
 TEST(IdxReaderTest, FindsUncompressedFilesToo) {
-  const std::string dir = TempPath("plain_dir");
-  ASSERT_EQ(system(("mkdir -p " + dir).c_str()), 0);
+  const std::string dir = test_paths::TempDir("plain_dir");
   for (const char* name :
        {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
-    std::ofstream(dir + "/" + name) << "x";
+    test_paths::WriteFile(dir + "/" + name, "x");
   }
   auto paths = FindFashionMnistFiles(dir);
   ASSERT_TRUE(paths.ok()) << paths.status();
@@ -184,9 +179,7 @@ TEST(IdxReaderTest, RejectsTruncatedGzipStream) {
   // A gzip file cut in the middle of its compressed stream.
   const std::string full = TempPath("full.gz");
   WriteGzip("full.gz", ImagesFile(kIdxImagesMagic, 50, 28, 28, 50 * 784));
-  std::ifstream in(full, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
+  const std::string bytes = test_paths::ReadFile(full);
   const std::string cut = Write("cut.gz", bytes.substr(0, bytes.size() / 2));
   auto images = ReadIdxImages(cut);
   EXPECT_EQ(images.status().code(), absl::StatusCode::kDataLoss);

@@ -6,17 +6,12 @@
 
 #include <ATen/Parallel.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <torch/csrc/jit/mobile/import.h>
 #include <torch/csrc/jit/mobile/module.h>
 #include <torch/script.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,51 +28,23 @@
 namespace model_export {
 namespace {
 
-using ::testing::HasSubstr;
-
-std::string TestDirectory(const std::string& name) {
-  std::string directory = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  ::mkdir(directory.c_str(), 0755);
-  return directory;
-}
-
+using test_paths::CommandResult;
+using test_paths::ReadFile;
+using test_paths::RunCommand;
 using test_paths::Runfile;
+using test_paths::TempDir;
+using test_paths::WriteFile;
+using ::testing::HasSubstr;
 
 bool Exists(const std::string& path) {
   struct stat file_stat;
   return ::lstat(path.c_str(), &file_stat) == 0;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream(path, std::ios::binary) << contents;
-}
-
 std::string TensorBytes(const torch::Tensor& tensor) {
   torch::Tensor contiguous = tensor.contiguous();
   return std::string(static_cast<const char*>(contiguous.data_ptr()),
                      contiguous.nbytes());
-}
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string stdout_text;
-  std::string stderr_text;
-};
-
-CommandResult RunCommand(const std::string& command) {
-  std::string out = TestDirectory("command") + "/stdout";
-  std::string err = TestDirectory("command") + "/stderr";
-  int status = std::system((command + " >" + out + " 2>" + err).c_str());
-  CommandResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.stdout_text = ReadFile(out);
-  result.stderr_text = ReadFile(err);
-  return result;
 }
 
 // A trained-looking model: the architecture with its seeded initial weights.
@@ -129,7 +96,7 @@ class ExporterTest : public ::testing::Test {
 TEST_F(ExporterTest, ExportedModelsGiveTheTrainedModulesOutputsBitForBit) {
   for (const std::string& architecture : models::ArchitectureNames()) {
     SCOPED_TRACE(architecture);
-    std::string directory = TestDirectory("roundtrip_" + architecture);
+    std::string directory = TempDir("roundtrip_" + architecture);
     torch::jit::Module trained = BuildModel(architecture, 5);
     std::string checkpoint_path = SaveModel(directory, trained, architecture);
 
@@ -183,7 +150,7 @@ TEST_F(ExporterTest, ExportedModelsGiveTheTrainedModulesOutputsBitForBit) {
 }
 
 TEST_F(ExporterTest, PythonTorchJitLoadGivesTheSameBytes) {
-  std::string directory = TestDirectory("python");
+  std::string directory = TempDir("python");
   torch::jit::Module trained = BuildModel("cnn", 11);
   ExportOptions options;
   options.checkpoint_path = SaveModel(directory, trained, "cnn");
@@ -210,7 +177,7 @@ TEST_F(ExporterTest, PythonTorchJitLoadGivesTheSameBytes) {
 }
 
 TEST_F(ExporterTest, ResolvesTheBestSymlinkOnce) {
-  std::string directory = TestDirectory("symlink");
+  std::string directory = TempDir("symlink");
   std::string checkpoint_path =
       SaveModel(directory, BuildModel("mlp", 1), "mlp");
   ASSERT_EQ(::symlink("epoch=2", (directory + "/best").c_str()), 0);
@@ -231,8 +198,8 @@ TEST_F(ExporterTest, ResolvesTheBestSymlinkOnce) {
 class ExporterRefusalTest : public ExporterTest {
  protected:
   absl::Status Export(const std::string& checkpoint_path) {
-    output_path_ = TestDirectory("refusal_out") + "/model.pt";
-    lite_path_ = TestDirectory("refusal_out") + "/model.ptl";
+    output_path_ = TempDir("refusal_out") + "/model.pt";
+    lite_path_ = TempDir("refusal_out") + "/model.ptl";
     ExportOptions options;
     options.checkpoint_path = checkpoint_path;
     options.output_path = output_path_;
@@ -247,13 +214,13 @@ class ExporterRefusalTest : public ExporterTest {
 };
 
 TEST_F(ExporterRefusalTest, MissingCheckpoint) {
-  absl::Status status = Export(TestDirectory("missing") + "/no_such_ckpt");
+  absl::Status status = Export(TempDir("missing") + "/no_such_ckpt");
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
   EXPECT_THAT(status.message(), HasSubstr("no_such_ckpt"));
 }
 
 TEST_F(ExporterRefusalTest, CorruptCheckpoint) {
-  std::string directory = TestDirectory("corrupt");
+  std::string directory = TempDir("corrupt");
   std::string path = SaveModel(directory, BuildModel("cnn", 2), "cnn");
   std::string data_file = path + "/data-00000.bin";
   std::string bytes = ReadFile(data_file);
@@ -265,7 +232,7 @@ TEST_F(ExporterRefusalTest, CorruptCheckpoint) {
 }
 
 TEST_F(ExporterRefusalTest, MismatchedWeightsListEveryKey) {
-  std::string directory = TestDirectory("mismatch");
+  std::string directory = TempDir("mismatch");
   torch::jit::Module module = BuildModel("cnn", 3);
   checkpoint::CheckpointState state = StateFor(module, "cnn");
   checkpoint::NamedTensors tensors;
@@ -289,7 +256,7 @@ TEST_F(ExporterRefusalTest, MismatchedWeightsListEveryKey) {
 }
 
 TEST_F(ExporterRefusalTest, UnknownOrMissingArchitecture) {
-  std::string directory = TestDirectory("unknown_architecture");
+  std::string directory = TempDir("unknown_architecture");
   checkpoint::CheckpointState state = StateFor(BuildModel("mlp", 4), "mlp");
   state.metadata.set_architecture("resnet9000");
   ASSERT_TRUE(checkpoint::SaveCheckpoint(directory + "/unknown", state).ok());
@@ -305,7 +272,7 @@ TEST_F(ExporterRefusalTest, UnknownOrMissingArchitecture) {
 }
 
 TEST_F(ExporterRefusalTest, UnwritableOutputLeavesNothing) {
-  std::string directory = TestDirectory("unwritable");
+  std::string directory = TempDir("unwritable");
   std::string path = SaveModel(directory, BuildModel("mlp", 6), "mlp");
   ExportOptions options;
   options.checkpoint_path = path;
@@ -324,7 +291,7 @@ TEST_F(ExporterRefusalTest, UnwritableOutputLeavesNothing) {
 // The binary: one-line errors, exit codes, --inspect.
 TEST_F(ExporterTest, CommandLine) {
   std::string binary = Runfile("export/export");
-  std::string directory = TestDirectory("cli");
+  std::string directory = TempDir("cli");
   std::string checkpoint_path =
       SaveModel(directory, BuildModel("cnn", 8), "cnn");
   std::string out = directory + "/model.pt";

@@ -8,21 +8,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace model_export {
 namespace {
-
-std::string MakeTestDirectory(const std::string& name) {
-  std::string directory = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  ::mkdir(directory.c_str(), 0755);
-  return directory;
-}
 
 std::vector<std::string> ListDirectory(const std::string& directory) {
   std::vector<std::string> names;
@@ -124,7 +117,7 @@ TEST(FreezeWithParityCheckTest, RejectsNonTensorOutputs) {
 }
 
 TEST(WriteModelFilesTest, WritesLoadableFilesWithTheExtraFile) {
-  std::string directory = MakeTestDirectory("write");
+  std::string directory = test_paths::TempDir("write");
   absl::StatusOr<FrozenModule> frozen =
       FreezeWithParityCheck(SmallNetwork(), kExampleShape, ParityProbe{});
   ASSERT_TRUE(frozen.ok()) << frozen.status();
@@ -158,9 +151,9 @@ TEST(WriteModelFilesTest, WritesLoadableFilesWithTheExtraFile) {
 }
 
 TEST(WriteModelFilesTest, ReplacesAnExistingFile) {
-  std::string directory = MakeTestDirectory("replace");
+  std::string directory = test_paths::TempDir("replace");
   std::string path = directory + "/model.pt";
-  std::ofstream(path) << "old";
+  test_paths::WriteFile(path, "old");
   absl::StatusOr<FrozenModule> frozen =
       FreezeWithParityCheck(SmallNetwork(), kExampleShape, ParityProbe{});
   ASSERT_TRUE(frozen.ok()) << frozen.status();
@@ -170,7 +163,7 @@ TEST(WriteModelFilesTest, ReplacesAnExistingFile) {
 }
 
 TEST(WriteModelFilesTest, UnwritableDestinationLeavesNothing) {
-  std::string directory = MakeTestDirectory("unwritable");
+  std::string directory = test_paths::TempDir("unwritable");
   absl::StatusOr<FrozenModule> frozen =
       FreezeWithParityCheck(SmallNetwork(), kExampleShape, ParityProbe{});
   ASSERT_TRUE(frozen.ok()) << frozen.status();
@@ -197,11 +190,11 @@ TEST(WriteModelFilesTest, UnwritableDestinationLeavesNothing) {
 }
 
 TEST(ReadExtraFileTest, ExplainsWhatIsWrong) {
-  std::string directory = MakeTestDirectory("read_extra");
+  std::string directory = test_paths::TempDir("read_extra");
   EXPECT_EQ(
       ReadExtraFile(directory + "/absent.pt", "metadata.json").status().code(),
       absl::StatusCode::kNotFound);
-  std::ofstream(directory + "/garbage.pt") << "not a zip archive";
+  test_paths::WriteFile(directory + "/garbage.pt", "not a zip archive");
   EXPECT_EQ(
       ReadExtraFile(directory + "/garbage.pt", "metadata.json").status().code(),
       absl::StatusCode::kDataLoss);

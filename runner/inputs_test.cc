@@ -4,27 +4,23 @@
 #include <zlib.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runner/npy.h"
+#include "testing/test_paths.h"
 
 namespace runner {
 namespace {
 
+using test_paths::TempPath;
+using test_paths::WriteFile;
 using ::testing::HasSubstr;
 
 constexpr float kMean = 0.25f;
 constexpr float kStd = 0.5f;
-
-std::string TempPath(const std::string& name) {
-  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-}
 
 models::ModelMetadata FashionMetadata() {
   models::ModelMetadata metadata;
@@ -46,10 +42,6 @@ std::string IdxImagesBytes(int count, int rows, int cols,
     }
   }
   return bytes + std::string(pixels.begin(), pixels.end());
-}
-
-void WriteRaw(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
 }
 
 TEST(InputsTest, Float32NpyPassesAsIsWithBatchAdded) {
@@ -97,8 +89,8 @@ TEST(InputsTest, Uint8NpyIsScaledAndNormalized) {
 
 TEST(InputsTest, ReadsRealFashionMnistIdx) {
   models::ModelMetadata metadata = FashionMetadata();
-  std::string path = absl::StrCat(std::getenv("TEST_SRCDIR"),
-                                  "/fashion_mnist/t10k-images-idx3-ubyte.gz");
+  std::string path =
+      test_paths::ExternalRunfile("fashion_mnist", "t10k-images-idx3-ubyte.gz");
   absl::StatusOr<DecodedInput> input = DecodeInputFile(path, &metadata);
   ASSERT_TRUE(input.ok()) << input.status();
   EXPECT_EQ(input->shape, (std::vector<int64_t>{10000, 1, 28, 28}));
@@ -116,7 +108,7 @@ TEST(InputsTest, ReadsPlainAndGzippedIdx) {
   std::vector<uint8_t> pixels(3 * 28 * 28);
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = (i * 7) % 256;
   std::string bytes = IdxImagesBytes(3, 28, 28, pixels);
-  WriteRaw(TempPath("plain-idx3-ubyte"), bytes);
+  WriteFile(TempPath("plain-idx3-ubyte"), bytes);
   gzFile gz = gzopen(TempPath("zipped-idx3-ubyte.gz").c_str(), "wb");
   ASSERT_NE(gz, nullptr);
   gzwrite(gz, bytes.data(), bytes.size());
@@ -131,13 +123,14 @@ TEST(InputsTest, ReadsPlainAndGzippedIdx) {
     }
   }
   // IDX images of another size than the model's.
-  WriteRaw(TempPath("small-idx3-ubyte"), IdxImagesBytes(1, 2, 2, {1, 2, 3, 4}));
+  WriteFile(TempPath("small-idx3-ubyte"),
+            IdxImagesBytes(1, 2, 2, {1, 2, 3, 4}));
   absl::StatusOr<DecodedInput> input =
       DecodeInputFile(TempPath("small-idx3-ubyte"), &metadata);
   EXPECT_THAT(input.status().message(),
               HasSubstr("IDX images of shape [1, 1, 2, 2] do not fit"));
   // Truncated: the reader's error, naming the file.
-  WriteRaw(TempPath("short-idx3-ubyte"), bytes.substr(0, 100));
+  WriteFile(TempPath("short-idx3-ubyte"), bytes.substr(0, 100));
   input = DecodeInputFile(TempPath("short-idx3-ubyte"), &metadata);
   ASSERT_FALSE(input.ok());
   EXPECT_THAT(input.status().message(), HasSubstr("short-idx3-ubyte"));
@@ -179,13 +172,11 @@ TEST(InputsTest, UnreadableFilesGiveErrorsNamingThem) {
   std::vector<uint8_t> gray(8 * 8, 128);
   ASSERT_TRUE(
       stbi_write_png(TempPath("ok.png").c_str(), 8, 8, 1, gray.data(), 8));
-  std::ifstream png(TempPath("ok.png"), std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(png)),
-                    std::istreambuf_iterator<char>());
-  WriteRaw(TempPath("truncated.png"), bytes.substr(0, bytes.size() / 2));
-  WriteRaw(TempPath("text.txt"), "hello, I am not an image\n");
-  WriteRaw(TempPath("empty.png"), "");
-  WriteRaw(TempPath("labels-idx1-ubyte"), std::string("\0\0\x08\x01", 4));
+  const std::string bytes = test_paths::ReadFile(TempPath("ok.png"));
+  WriteFile(TempPath("truncated.png"), bytes.substr(0, bytes.size() / 2));
+  WriteFile(TempPath("text.txt"), "hello, I am not an image\n");
+  WriteFile(TempPath("empty.png"), "");
+  WriteFile(TempPath("labels-idx1-ubyte"), std::string("\0\0\x08\x01", 4));
   struct Case {
     std::string name;
     std::string message;

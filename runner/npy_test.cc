@@ -2,35 +2,29 @@
 
 #include <dirent.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace runner {
 namespace {
 
+using test_paths::TempPath;
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-}
-
-void WriteRaw(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-}
 
 // Runs Python code with numpy as `np`; the test fails if it exits non-zero.
 void RunPython(const std::string& code) {
-  std::string script = TempPath("script.py");
-  WriteRaw(script, "import numpy as np\n" + code);
-  ASSERT_EQ(std::system(("/usr/bin/python3 " + script).c_str()), 0) << code;
+  const std::string script = TempPath("script.py");
+  test_paths::WriteFile(script, "import numpy as np\n" + code);
+  const test_paths::CommandResult python =
+      test_paths::RunCommand("/usr/bin/python3 " + script);
+  ASSERT_EQ(python.exit_code, 0)
+      << code << python.stdout_text << python.stderr_text;
 }
 
 std::string FloatBytes(const std::vector<float>& values) {
@@ -79,7 +73,7 @@ TEST(NpyTest, DataStartsAligned) {
 }
 
 TEST(NpyTest, ReadsFilesWrittenByNumpy) {
-  std::string dir = std::getenv("TEST_TMPDIR");
+  std::string dir = TempPath();
   RunPython(absl::StrCat(
       "d = '", dir, "'\n",
       "np.save(d + '/np_f32.npy', np.arange(24, dtype=np.float32)"
@@ -129,7 +123,7 @@ TEST(NpyTest, ReadsFilesWrittenByNumpy) {
 }
 
 TEST(NpyTest, NumpyReadsOurFiles) {
-  std::string dir = std::getenv("TEST_TMPDIR");
+  std::string dir = TempPath();
   std::vector<float> values = {0.5f, -1.0f, 2.0f, 8.0f, 1.0f / 3, 100.0f};
   ASSERT_TRUE(WriteNpy(dir + "/ours_f32.npy", NpyDtype::kFloat32, {3, 2},
                        FloatBytes(values))
@@ -210,7 +204,7 @@ TEST(NpyTest, RejectsMalformedFilesWithOneLineNamingTheFile) {
 
   for (const Case& c : cases) {
     std::string path = TempPath(c.name);
-    WriteRaw(path, c.bytes);
+    test_paths::WriteFile(path, c.bytes);
     absl::StatusOr<NpyArray> array = ReadNpy(path);
     ASSERT_FALSE(array.ok()) << c.name;
     EXPECT_EQ(array.status().code(), absl::StatusCode::kInvalidArgument)
@@ -235,8 +229,7 @@ TEST(NpyTest, SerializeRejectsSizeMismatch) {
 }
 
 TEST(NpyTest, AtomicWriteReplacesAndLeavesNoTemporary) {
-  std::string dir = TempPath("atomic");
-  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  std::string dir = test_paths::TempDir("atomic");
   std::string path = dir + "/out.npy";
   ASSERT_TRUE(WriteNpy(path, NpyDtype::kUint8, {1}, "a").ok());
   ASSERT_TRUE(WriteNpy(path, NpyDtype::kUint8, {2}, "bc").ok());

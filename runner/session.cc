@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "third_party/libtorch/torch_compat.h"
-#include "tools/base/device_spec.h"
 #include "tools/base/shape.h"
+#include "tools/torch/runtime.h"
 
 namespace runner {
 namespace {
@@ -66,39 +66,6 @@ std::optional<c10::ScalarType> DtypeFromName(const std::string& name) {
     if (name == dtype.name) return dtype.type;
   }
   return std::nullopt;
-}
-
-absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
-  absl::StatusOr<base::DeviceSpec> spec =
-      base::ParseDeviceSpec(text, /*allow_auto=*/false);
-  if (!spec.ok()) return spec.status();
-  if (spec->kind == base::DeviceSpec::Kind::kCpu) return torch::Device("cpu");
-  if (!torch::cuda::is_available()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "device ", text,
-        " requested but CUDA is not available (this LibTorch has no CUDA "
-        "support or the machine has no usable GPU)"));
-  }
-  const int64_t count = torch_compat::CudaDeviceCount();
-  if (spec->index >= count) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", text, " requested but only ", count,
-                     " CUDA device(s) are available"));
-  }
-  return torch::Device(torch::kCUDA,
-                       static_cast<c10::DeviceIndex>(spec->index));
-}
-
-void ApplyDeterminism() {
-  if (torch_compat::kDeterministicCublasNeedsWorkspaceConfig) {
-    // cuBLAS reads this when it creates its handle; later changes are
-    // ignored.
-    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-  }
-  at::Context& context = at::globalContext();
-  context.setDeterministicAlgorithms(true, /*warn_only=*/false);
-  context.setBenchmarkCuDNN(false);
-  context.setDeterministicCuDNN(true);
 }
 
 void ApplyTf32(RunnerOptions::Tf32 tf32) {
@@ -153,9 +120,10 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Open(
         absl::StrCat("threads must be >= 0, got ", options.threads));
   }
   // Before anything may initialise CUDA.
-  if (options.deterministic) ApplyDeterminism();
+  if (options.deterministic) torch_tools::EnableDeterministicKernels();
   ApplyTf32(options.tf32);
-  absl::StatusOr<torch::Device> device = ParseDevice(options.device);
+  absl::StatusOr<torch::Device> device =
+      torch_tools::ResolveDevice(options.device, /*allow_auto=*/false);
   if (!device.ok()) return device.status();
 
   struct stat info;

@@ -1,8 +1,6 @@
 #include "runner/session.h"
 
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,18 +15,11 @@
 namespace runner {
 namespace {
 
+using test_paths::TempPath;
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-}
 
 std::string ScriptPath(const std::string& name) {
   return test_paths::Runfile(absl::StrCat("runner/", name));
-}
-
-void RunOrDie(const std::string& command) {
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
 }
 
 std::string Bytes(const torch::Tensor& tensor) {
@@ -41,27 +32,29 @@ class SessionTest : public ::testing::Test {
   static void SetUpTestSuite() {
     std::string make =
         test_paths::TorchPython() + " " + ScriptPath("make_test_model.py");
-    RunOrDie(make + " --out=" + TempPath("model.pt"));
-    RunOrDie(make + " --no_metadata --out=" + TempPath("bare.pt"));
-    RunOrDie(make + " --metadata_json='{\"input_shape\": \"x\"}' --out=" +
-             TempPath("bad_metadata.pt"));
-    RunOrDie(make + " --metadata_json='{\"schema_version\": null}' --out=" +
-             TempPath("unversioned_metadata.pt"));
-    RunOrDie(make + " --metadata_json='{\"schema_version\": 2}' --out=" +
-             TempPath("newer_metadata.pt"));
+    test_paths::RunOrDie(make + " --out=" + TempPath("model.pt"));
+    test_paths::RunOrDie(make + " --no_metadata --out=" + TempPath("bare.pt"));
+    test_paths::RunOrDie(make +
+                         " --metadata_json='{\"input_shape\": \"x\"}' --out=" +
+                         TempPath("bad_metadata.pt"));
+    test_paths::RunOrDie(
+        make + " --metadata_json='{\"schema_version\": null}' --out=" +
+        TempPath("unversioned_metadata.pt"));
+    test_paths::RunOrDie(make +
+                         " --metadata_json='{\"schema_version\": 2}' --out=" +
+                         TempPath("newer_metadata.pt"));
     // What Python computes for the same model and input, for comparison.
-    std::ofstream script(TempPath("reference.py"));
-    script << "import numpy as np, torch, sys\n"
-              "torch.manual_seed(1)\n"
-              "x = torch.rand(5, 1, 28, 28)\n"
-              "m = torch.jit.load(sys.argv[1])\n"
-              "np.save(sys.argv[2], x.numpy())\n"
-              "np.save(sys.argv[3], m(x).detach().numpy())\n";
-    script.close();
-    RunOrDie(absl::StrCat(test_paths::TorchPython(), " ",
-                          TempPath("reference.py"), " ", TempPath("model.pt"),
-                          " ", TempPath("input.npy"), " ",
-                          TempPath("expected.npy")));
+    test_paths::WriteFile(TempPath("reference.py"),
+                          "import numpy as np, torch, sys\n"
+                          "torch.manual_seed(1)\n"
+                          "x = torch.rand(5, 1, 28, 28)\n"
+                          "m = torch.jit.load(sys.argv[1])\n"
+                          "np.save(sys.argv[2], x.numpy())\n"
+                          "np.save(sys.argv[3], m(x).detach().numpy())\n");
+    test_paths::RunOrDie(
+        absl::StrCat(test_paths::TorchPython(), " ", TempPath("reference.py"),
+                     " ", TempPath("model.pt"), " ", TempPath("input.npy"), " ",
+                     TempPath("expected.npy")));
   }
 
   static torch::Tensor LoadNpy(const std::string& name) {
@@ -267,15 +260,16 @@ TEST_F(SessionTest, OpenGivesClearStatuses) {
   EXPECT_EQ(session.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(session.status().message(), HasSubstr("missing.pt: no such"));
 
-  std::ofstream(TempPath("text.pt")) << "hello, not a model\n";
+  test_paths::WriteFile(TempPath("text.pt"), "hello, not a model\n");
   session = Session::Open(TempPath("text.pt"));
   EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(session.status().message(),
               HasSubstr("text.pt: not a TorchScript archive"));
 
-  RunOrDie("cd " + TempPath("") +
-           " && /usr/bin/python3 -c \"import zipfile; "
-           "zipfile.ZipFile('other.zip', 'w').writestr('a.txt', 'x')\"");
+  test_paths::RunOrDie(
+      "cd " + TempPath() +
+      " && /usr/bin/python3 -c \"import zipfile; "
+      "zipfile.ZipFile('other.zip', 'w').writestr('a.txt', 'x')\"");
   session = Session::Open(TempPath("other.zip"));
   EXPECT_EQ(session.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(session.status().message(),

@@ -16,8 +16,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,28 +27,17 @@
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 #include "trainer/trainer_state.h"
 
 namespace {
 
+using test_paths::ReadFile;
+using test_paths::TempPath;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::string TrainBinary() {
-  return absl::StrCat(std::getenv("TEST_SRCDIR"),
-                      "/ckpt_project/trainer/train");
-}
-
-std::string TempDir(const std::string& name) {
-  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
+std::string TrainBinary() { return test_paths::Runfile("trainer/train"); }
 
 // The small, fast, reproducible configuration every run shares.
 std::vector<std::string> SmallRunFlags(const std::string& run_dir) {
@@ -67,8 +54,8 @@ struct Process {
 
 Process Start(std::vector<std::string> args, const std::string& log_name) {
   Process process;
-  process.stderr_path = TempDir(log_name + ".stderr");
-  const std::string stdout_path = TempDir(log_name + ".stdout");
+  process.stderr_path = TempPath(log_name + ".stderr");
+  const std::string stdout_path = TempPath(log_name + ".stdout");
   args.insert(args.begin(), TrainBinary());
   process.pid = fork();
   if (process.pid == 0) {
@@ -107,7 +94,7 @@ Result RunTrain(const std::vector<std::string>& args,
   Result result;
   result.exit_code = Wait(process);
   result.stderr_text = ReadFile(process.stderr_path);
-  result.stdout_text = ReadFile(TempDir(log_name + ".stdout"));
+  result.stdout_text = ReadFile(TempPath(log_name + ".stdout"));
   return result;
 }
 
@@ -149,7 +136,7 @@ bool Exists(const std::string& path) {
 class TrainTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    straight_dir_ = new std::string(TempDir("straight"));
+    straight_dir_ = new std::string(TempPath("straight"));
     Result result = RunTrain(SmallRunFlags(*straight_dir_), "straight");
     ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
     straight_digest_ = new std::string(Digest(*straight_dir_ + "/last"));
@@ -219,7 +206,7 @@ TEST_F(TrainTest, BestFollowsTheLowestValidationLossInMetricsJsonl) {
 }
 
 TEST_F(TrainTest, MonitorValAccPicksTheHighestAccuracy) {
-  const std::string run_dir = TempDir("val_acc");
+  const std::string run_dir = TempPath("val_acc");
   Result result = RunTrain(
       With(SmallRunFlags(run_dir),
            {"--monitor=val_acc", "--epochs=3", "--model=mlp", "--skip_test"}),
@@ -241,7 +228,7 @@ TEST_F(TrainTest, MonitorValAccPicksTheHighestAccuracy) {
 }
 
 TEST_F(TrainTest, StopAtMaxStepsThenResumeIsBitwiseTheStraightRun) {
-  const std::string run_dir = TempDir("max_steps");
+  const std::string run_dir = TempPath("max_steps");
   // Step 11 is in the middle of the second epoch.
   Result stopped =
       RunTrain(With(SmallRunFlags(run_dir), {"--max_steps=11"}), "max_steps_1");
@@ -269,7 +256,7 @@ TEST_F(TrainTest, StopAtMaxStepsThenResumeIsBitwiseTheStraightRun) {
 }
 
 TEST_F(TrainTest, SigtermSavesLastAndResumeIsBitwiseTheStraightRun) {
-  const std::string run_dir = TempDir("sigterm");
+  const std::string run_dir = TempPath("sigterm");
   Process process = Start(SmallRunFlags(run_dir), "sigterm_1");
   // Wait for the first epoch's checkpoint: the process is then training
   // the second epoch.
@@ -333,7 +320,7 @@ bool WaitForNthSave(const std::string& run_dir, int count, pid_t pid) {
 }
 
 TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
-  const std::string run_dir = TempDir("sigkill");
+  const std::string run_dir = TempPath("sigkill");
   ASSERT_EQ(mkdir(run_dir.c_str(), 0755), 0);
   Process process = Start(
       With(SmallRunFlags(run_dir), {"--save_every_steps=2"}), "sigkill_1");
@@ -370,7 +357,7 @@ void ExpectUsageError(const std::vector<std::string>& args,
 }
 
 TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
-  const std::string run_dir = TempDir("usage");
+  const std::string run_dir = TempPath("usage");
   ExpectUsageError({"--run_dir=" + run_dir, "--no_such_flag=1"}, "no_such_flag",
                    "unknown_flag");
   ExpectUsageError({"--epochs=3"}, "--run_dir", "missing_run_dir");
@@ -390,7 +377,7 @@ TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
 // Under `bazel run`, --run_dir=runs/a means the caller's runs/a, the same
 // directory `bazel run //:ckpt -- ls runs/a` lists.
 TEST(TrainPathsTest, RelativeRunDirIsTheCallersUnderBazelRun) {
-  const std::string caller = TempDir("caller");
+  const std::string caller = TempPath("caller");
   ASSERT_EQ(mkdir(caller.c_str(), 0755), 0);
   ASSERT_EQ(setenv("BUILD_WORKING_DIRECTORY", caller.c_str(), 1), 0);
   Result result =

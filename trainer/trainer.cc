@@ -1,17 +1,19 @@
 #include "trainer/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -26,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "checkpoint/manager.h"
 #include "checkpoint/module_loading.h"
 #include "checkpoint/tensors.h"
@@ -34,9 +37,12 @@
 #include "models/architectures.h"
 #include "nlohmann/json.hpp"
 #include "third_party/libtorch/torch_compat.h"
-#include "tools/base/device_spec.h"
+#include "tools/base/files.h"
 #include "tools/base/warnings.h"
+#include "tools/torch/runtime.h"
 #include "trainer/loss_scaler.h"
+#include "trainer/metrics_log.h"
+#include "trainer/progress.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer_state.h"
 
@@ -80,16 +86,6 @@ double Seconds(Clock::duration duration) {
 
 std::string ExactDouble(double value) {
   return absl::StrFormat("%.17g", value);
-}
-
-std::string FormatDuration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
-  const int64_t total = static_cast<int64_t>(seconds + 0.5);
-  if (total >= 3600) {
-    return absl::StrFormat("%d:%02d:%02d", total / 3600, total / 60 % 60,
-                           total % 60);
-  }
-  return absl::StrFormat("%02d:%02d", total / 60, total % 60);
 }
 
 // ---------------------------------------------------------------------------
@@ -258,176 +254,7 @@ Evaluation Evaluate(torch::jit::Module& model, const Split& split,
 }
 
 // ---------------------------------------------------------------------------
-// Progress output: a bar redrawn in place on a terminal, plain lines
-// otherwise (logs, CI).
-
-class ProgressReporter {
- public:
-  ProgressReporter(const std::string& mode, int64_t epochs) : epochs_(epochs) {
-    if (mode == "bar") {
-      bar_ = true;
-    } else if (mode == "auto") {
-      bar_ = isatty(STDERR_FILENO) == 1;
-    }
-    quiet_ = mode == "none";
-  }
-
-  void StartEpoch(int64_t epoch, int64_t batches, int64_t first_batch) {
-    epoch_ = epoch;
-    batches_ = batches;
-    first_batch_ = first_batch;
-    start_ = Clock::now();
-    last_print_ = start_;
-    examples_ = 0;
-  }
-
-  void Update(int64_t batch_done, int64_t batch_examples, double mean_loss) {
-    examples_ += batch_examples;
-    if (quiet_) return;
-    const Clock::time_point now = Clock::now();
-    const double since_print = Seconds(now - last_print_);
-    const bool last = batch_done == batches_;
-    if (bar_ ? since_print < 0.1 && !last : since_print < 10.0) return;
-    last_print_ = now;
-    const double elapsed = Seconds(now - start_);
-    const double per_second = elapsed > 0 ? examples_ / elapsed : 0;
-    const int64_t done_here = batch_done - first_batch_;
-    const double eta = done_here > 0
-                           ? elapsed / done_here * (batches_ - batch_done)
-                           : std::numeric_limits<double>::quiet_NaN();
-    if (bar_) {
-      constexpr int kWidth = 28;
-      const int filled = static_cast<int>(kWidth * batch_done /
-                                          std::max<int64_t>(1, batches_));
-      std::fprintf(
-          stderr,
-          "\repoch %lld/%lld [%s%s] %lld/%lld loss %.4f %.0f ex/s "
-          "ETA %s \x1b[K",
-          static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
-          std::string(filled, '#').c_str(),
-          std::string(kWidth - filled, '.').c_str(),
-          static_cast<long long>(batch_done), static_cast<long long>(batches_),
-          mean_loss, per_second, FormatDuration(eta).c_str());
-    } else {
-      std::fprintf(
-          stderr, "epoch %lld/%lld step %lld/%lld loss %.4f %.0f ex/s ETA %s\n",
-          static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
-          static_cast<long long>(batch_done), static_cast<long long>(batches_),
-          mean_loss, per_second, FormatDuration(eta).c_str());
-    }
-    std::fflush(stderr);
-  }
-
-  // Ends the bar's line before anything else is printed.
-  void Break() {
-    if (bar_ && !quiet_) std::fprintf(stderr, "\n");
-  }
-
-  double EpochSeconds() const { return Seconds(Clock::now() - start_); }
-  int64_t EpochExamples() const { return examples_; }
-
- private:
-  bool bar_ = false;
-  bool quiet_ = false;
-  int64_t epochs_;
-  int64_t epoch_ = 0;
-  int64_t batches_ = 0;
-  int64_t first_batch_ = 0;
-  int64_t examples_ = 0;
-  Clock::time_point start_;
-  Clock::time_point last_print_;
-};
-
-// ---------------------------------------------------------------------------
-// metrics.jsonl: one JSON object per validation.
-
-std::string MetricsPath(const std::string& run_dir) {
-  return run_dir + "/metrics.jsonl";
-}
-
-// A resumed run repeats what came after its checkpoint: drop those lines so
-// every step appears once. Rewritten via a temporary and a rename.
-absl::Status TruncateMetricsAfter(const std::string& run_dir, int64_t step) {
-  const std::string path = MetricsPath(run_dir);
-  std::ifstream in(path);
-  if (!in) return absl::OkStatus();
-  std::string kept;
-  std::string line;
-  bool dropped = false;
-  while (std::getline(in, line)) {
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
-    if (!record.is_discarded() && record.contains("step") &&
-        record["step"].is_number_integer() &&
-        record["step"].get<int64_t>() > step) {
-      dropped = true;
-      continue;
-    }
-    kept += line + "\n";
-  }
-  if (!dropped) return absl::OkStatus();
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << kept;
-    if (!out.flush()) {
-      return absl::InternalError(absl::StrCat("cannot write ", temporary));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot replace ", path));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status AppendMetrics(const std::string& run_dir,
-                           const nlohmann::json& record) {
-  const std::string path = MetricsPath(run_dir);
-  std::FILE* file = std::fopen(path.c_str(), "a");
-  if (file == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot open ", path));
-  }
-  const std::string line =
-      record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-      "\n";
-  const bool ok =
-      std::fwrite(line.data(), 1, line.size(), file) == line.size() &&
-      std::fflush(file) == 0;
-  std::fclose(file);
-  if (!ok) return absl::InternalError(absl::StrCat("cannot append to ", path));
-  return absl::OkStatus();
-}
-
-// ---------------------------------------------------------------------------
 // Setup.
-
-absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
-  absl::StatusOr<base::DeviceSpec> spec =
-      base::ParseDeviceSpec(name, /*allow_auto=*/true);
-  if (!spec.ok()) {
-    return UsageError(
-        absl::StrCat("--device=", name, ": ", spec.status().message()));
-  }
-  switch (spec->kind) {
-    case base::DeviceSpec::Kind::kAuto:
-      return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                         : torch::Device(torch::kCPU);
-    case base::DeviceSpec::Kind::kCpu:
-      return torch::Device(torch::kCPU);
-    case base::DeviceSpec::Kind::kCuda:
-      break;
-  }
-  if (!torch::cuda::is_available()) {
-    return UsageError(absl::StrCat(
-        "--device=", name,
-        ": CUDA is not available (no GPU, or LibTorch built without CUDA)"));
-  }
-  if (spec->index >= torch_compat::CudaDeviceCount()) {
-    return UsageError(absl::StrCat("--device=", name, ": only ",
-                                   torch_compat::CudaDeviceCount(),
-                                   " CUDA device(s)"));
-  }
-  return torch::Device(torch::kCUDA, static_cast<int8_t>(spec->index));
-}
 
 void ConfigureThreads(int threads) {
   if (threads <= 0) return;
@@ -444,14 +271,11 @@ void ConfigureThreads(int threads) {
 
 void ConfigureDeterminism(bool deterministic) {
   if (!deterministic) return;
-  // cuBLAS needs a fixed workspace for reproducible reductions; it reads
-  // the variable when its handle is created, so set it before any CUDA work.
-  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-  at::globalContext().setDeterministicCuDNN(true);
-  at::globalContext().setBenchmarkCuDNN(false);
+  torch_tools::EnableDeterministicKernels();
+  // TF32 rounds matmul and convolution inputs: bit-exact resume compares
+  // against full float32.
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
-  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
 }
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
@@ -484,7 +308,10 @@ class Run {
  private:
   absl::Status Setup();
   absl::Status LoadData();
-  absl::Status Resume(const CheckpointState& state);
+  absl::Status RestoreState(const CheckpointState& state);
+  absl::StatusOr<CheckpointState> CaptureState(bool epoch_end,
+                                               const Evaluation* validation,
+                                               double train_loss);
   absl::Status TrainEpoch(int64_t epoch, bool* stop);
   absl::Status SaveCheckpoint(bool epoch_end, const Evaluation* validation,
                               double train_loss, bool wait);
@@ -540,8 +367,12 @@ absl::Status Run::Setup() {
   torch::jit::setGraphExecutorOptimize(false);
   ConfigureThreads(options_.threads);
   ConfigureDeterminism(options_.deterministic);
-  absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
-  if (!device.ok()) return device.status();
+  absl::StatusOr<torch::Device> device =
+      torch_tools::ResolveDevice(options_.device, /*allow_auto=*/true);
+  if (!device.ok()) {
+    return UsageError(absl::StrCat("--device=", options_.device, ": ",
+                                   device.status().message()));
+  }
   device_ = *device;
   if (options_.amp && !device_.is_cuda()) {
     return UsageError(
@@ -656,7 +487,7 @@ absl::Status Run::Setup() {
   scaler_ = std::make_unique<LossScaler>(scaler_state);
 
   if (resume_state != nullptr) {
-    if (absl::Status status = Resume(*resume_state); !status.ok()) {
+    if (absl::Status status = RestoreState(*resume_state); !status.ok()) {
       return Annotate(status, absl::StrCat("resuming from ", resumed_from_));
     }
   } else {
@@ -705,7 +536,9 @@ absl::Status Run::LoadData() {
   return absl::OkStatus();
 }
 
-absl::Status Run::Resume(const CheckpointState& state) {
+// RestoreState and CaptureState are inverses, kept side by side: what one
+// writes into a checkpoint the other reads back.
+absl::Status Run::RestoreState(const CheckpointState& state) {
   const checkpoint::proto::TrainingState& training = state.training_state;
   const proto::TrainerState& trainer_state = resumed_trainer_state_;
   const proto::DataOrderState& data_order = trainer_state.data_order();
@@ -756,16 +589,9 @@ absl::Status Run::Resume(const CheckpointState& state) {
   return TruncateMetricsAfter(options_.run_dir, global_step_);
 }
 
-absl::Status Run::TakeSaveError() {
-  std::lock_guard<std::mutex> lock(save_error_mutex_);
-  absl::Status status = save_error_;
-  save_error_ = absl::OkStatus();
-  return status;
-}
-
-absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
-                                 double train_loss, bool wait) {
-  const Clock::time_point start = Clock::now();
+absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
+                                                  const Evaluation* validation,
+                                                  double train_loss) {
   CheckpointState state;
   state.tensors = named_parameters_;
   Metadata& metadata = state.metadata;
@@ -818,6 +644,24 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
   order->set_dataset_size(train_.size());
   WriteTrainerState(trainer_state, &training);
 
+  return state;
+}
+
+absl::Status Run::TakeSaveError() {
+  std::lock_guard<std::mutex> lock(save_error_mutex_);
+  absl::Status status = save_error_;
+  save_error_ = absl::OkStatus();
+  return status;
+}
+
+absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
+                                 double train_loss, bool wait) {
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<CheckpointState> captured =
+      CaptureState(epoch_end, validation, train_loss);
+  if (!captured.ok()) return captured.status();
+  const CheckpointState& state = *captured;
+  const Metadata& metadata = state.metadata;
   absl::StatusOr<std::string> path = manager_->PathForNew(metadata);
   if (!path.ok()) return Annotate(path.status(), "naming a checkpoint");
   checkpoint::CheckpointManager* manager = manager_.get();

@@ -1,7 +1,5 @@
 #include "trainer/trainer_state.h"
 
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "checkpoint/extensions.h"
@@ -75,13 +73,6 @@ TEST(TrainerStateTest, ADamagedPayloadIsDataLoss) {
   EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
 // A format version 1 trainer checkpoint, as `train` wrote it before format
 // version 2: scheduler, loss scaler and data order inside the format's
 // TrainingState, flags and sums in metadata.user. After `ckpt upgrade`, the
@@ -108,7 +99,7 @@ TEST(TrainerStateTest, AnUpgradedVersion1CheckpointResumesWithItsState) {
   // and the three trainer messages as TrainingState fields 2, 3 and 5.
   const std::string manifest_path = old_path + "/manifest.pb";
   absl::StatusOr<checkpoint::proto::Manifest> manifest =
-      checkpoint::DecodeManifestFile(ReadFile(manifest_path));
+      checkpoint::DecodeManifestFile(test_paths::ReadFile(manifest_path));
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   manifest->set_format_version(1);
   proto::TrainerState expected = SomeState();
@@ -122,7 +113,7 @@ TEST(TrainerStateTest, AnUpgradedVersion1CheckpointResumesWithItsState) {
   v1 += static_cast<char>(old_training.size());
   ASSERT_LT(old_training.size(), 128u);
   v1 += old_training;
-  std::ofstream(manifest_path, std::ios::binary | std::ios::trunc) << v1;
+  test_paths::WriteFile(manifest_path, v1);
 
   const std::string new_path = test_paths::FreshDir("v2");
   absl::StatusOr<int> copied =

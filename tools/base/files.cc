@@ -231,20 +231,24 @@ std::optional<pid_t> TemporaryOwner(absl::string_view name) {
   return static_cast<pid_t>(pid);
 }
 
-absl::StatusOr<int> RemoveStaleTemporaries(
-    const std::string& directory, bool (*keep)(absl::string_view name)) {
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory,
+                                           absl::string_view of_name) {
+  const std::string prefix =
+      of_name.empty()
+          ? std::string(kTemporaryPrefix)
+          : absl::StrCat(kTemporaryPrefix,
+                         of_name.substr(0, kMaxNameInTemporary), "-");
   DIR* dir = ::opendir(directory.c_str());
   if (dir == nullptr) return ErrnoToStatus(errno, "listing", directory);
   std::vector<std::string> candidates;
   while (struct dirent* entry = ::readdir(dir)) {
-    if (absl::StartsWith(entry->d_name, kTemporaryPrefix)) {
+    if (absl::StartsWith(entry->d_name, prefix)) {
       candidates.emplace_back(entry->d_name);
     }
   }
   ::closedir(dir);
   int removed = 0;
   for (const std::string& name : candidates) {
-    if (keep != nullptr && keep(name)) continue;
     std::optional<pid_t> owner = TemporaryOwner(name);
     // Another live process (or this one) may be writing it right now.
     if (owner.has_value() && ProcessExists(*owner)) continue;
@@ -272,25 +276,9 @@ absl::Status PendingFile::Reserve() {
         absl::StrCat(final_path_, " is a directory"));
   }
   // Temporaries of this file left by killed processes; other files'
-  // temporaries are not ours to judge.
-  DIR* dir = ::opendir(directory.c_str());
-  if (dir != nullptr) {
-    const std::string own_prefix = absl::StrCat(
-        kTemporaryPrefix, name.substr(0, kMaxNameInTemporary), "-");
-    std::vector<std::string> stale;
-    while (struct dirent* entry = ::readdir(dir)) {
-      absl::string_view entry_name = entry->d_name;
-      if (!absl::StartsWith(entry_name, own_prefix)) continue;
-      std::optional<pid_t> owner = TemporaryOwner(entry_name);
-      if (owner.has_value() && !ProcessExists(*owner)) {
-        stale.emplace_back(entry_name);
-      }
-    }
-    ::closedir(dir);
-    for (const std::string& entry_name : stale) {
-      ::unlink(JoinPath(directory, entry_name).c_str());
-    }
-  }
+  // temporaries are not ours to judge. Best effort: failing to clean up
+  // never stops a write.
+  (void)RemoveStaleTemporaries(directory, name);
   const std::string candidate = JoinPath(directory, TemporaryName(name));
   int fd =
       ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

@@ -77,12 +77,12 @@ std::string TemporaryName(absl::string_view final_name);
 std::optional<pid_t> TemporaryOwner(absl::string_view name);
 
 // Deletes the `.tmp-*` entries in `directory` whose owner process no longer
-// exists (files and trees alike); `keep` may spare more (it gets the entry
-// name). Returns how many were removed. Entries without a pid in their name
-// are removed too: no writer of ours makes them.
-absl::StatusOr<int> RemoveStaleTemporaries(
-    const std::string& directory,
-    bool (*keep)(absl::string_view name) = nullptr);
+// exists (files and trees alike). With `of_name`, only the temporaries of
+// that final name (what TemporaryName(of_name) makes). Returns how many were
+// removed. Entries without a pid in their name are removed too: no writer
+// of ours makes them.
+absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory,
+                                           absl::string_view of_name = "");
 
 // A file being written under a temporary name beside `final_path`, removed
 // on destruction unless published.

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -17,13 +16,8 @@
 namespace base {
 namespace {
 
-void WriteText(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 TEST(OpenRegularFileTest, RefusesFifoWithoutBlocking) {
-  const std::string dir = test_paths::FreshDir("fifo");
-  std::filesystem::create_directories(dir);
+  const std::string dir = test_paths::EmptyDir("fifo");
   const std::string fifo = dir + "/manifest.pb";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
   absl::StatusOr<int> fd = OpenRegularFile(AT_FDCWD, fifo, fifo, nullptr);
@@ -34,9 +28,8 @@ TEST(OpenRegularFileTest, RefusesFifoWithoutBlocking) {
 }
 
 TEST(OpenRegularFileTest, RefusesSymlink) {
-  const std::string dir = test_paths::FreshDir("symlink");
-  std::filesystem::create_directories(dir);
-  WriteText(dir + "/real", "x");
+  const std::string dir = test_paths::EmptyDir("symlink");
+  test_paths::WriteFile(dir + "/real", "x");
   std::filesystem::create_symlink("real", dir + "/link");
   absl::StatusOr<int> fd =
       OpenRegularFile(AT_FDCWD, dir + "/link", "link", nullptr);
@@ -46,9 +39,8 @@ TEST(OpenRegularFileTest, RefusesSymlink) {
 }
 
 TEST(ReadRegularFileTest, ReadsAndBoundsSize) {
-  const std::string dir = test_paths::FreshDir("read");
-  std::filesystem::create_directories(dir);
-  WriteText(dir + "/f", "hello");
+  const std::string dir = test_paths::EmptyDir("read");
+  test_paths::WriteFile(dir + "/f", "hello");
   EXPECT_EQ(*ReadRegularFile(dir + "/f", 5), "hello");
   EXPECT_EQ(ReadRegularFile(dir + "/f", 4).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -74,8 +66,7 @@ TEST(TemporaryOwnerTest, ParsesPidFromNamesWithDashes) {
 
 // Another live process's temporary must survive; a dead one's must go.
 TEST(RemoveStaleTemporariesTest, SparesLiveProcessesAndRemovesDeadOnes) {
-  const std::string dir = test_paths::FreshDir("stale");
-  std::filesystem::create_directories(dir);
+  const std::string dir = test_paths::EmptyDir("stale");
   pid_t live = ::fork();
   if (live == 0) {
     ::pause();
@@ -88,7 +79,7 @@ TEST(RemoveStaleTemporariesTest, SparesLiveProcessesAndRemovesDeadOnes) {
   const std::string dead_name = absl::StrCat(".tmp-ck-", dead, "-1");
   std::filesystem::create_directories(dir + "/" + live_name + "/sub");
   std::filesystem::create_directories(dir + "/" + dead_name + "/sub");
-  WriteText(dir + "/.tmp-nopid", "");
+  test_paths::WriteFile(dir + "/.tmp-nopid", "");
   absl::StatusOr<int> removed = RemoveStaleTemporaries(dir);
   ::kill(live, SIGKILL);
   ::waitpid(live, nullptr, 0);
@@ -99,13 +90,12 @@ TEST(RemoveStaleTemporariesTest, SparesLiveProcessesAndRemovesDeadOnes) {
 }
 
 TEST(PendingFileTest, PublishesAndCleansUpDeadWritersTemporaries) {
-  const std::string dir = test_paths::FreshDir("pending");
-  std::filesystem::create_directories(dir);
+  const std::string dir = test_paths::EmptyDir("pending");
   pid_t dead = ::fork();
   if (dead == 0) ::_exit(0);
   ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
   const std::string left = absl::StrCat(dir, "/.tmp-model.pt-", dead, "-7");
-  WriteText(left, "partial");
+  test_paths::WriteFile(left, "partial");
   ASSERT_TRUE(WriteFileAtomically(dir + "/model.pt", "whole").ok());
   EXPECT_EQ(*ReadRegularFile(dir + "/model.pt", 100), "whole");
   EXPECT_FALSE(std::filesystem::exists(left));
