@@ -2,8 +2,8 @@
 // must produce a Status, never a crash, an out-of-bounds read or a huge
 // allocation.
 //
-// Input: a 4-byte little-endian manifest length N, N manifest bytes, then
-// the bytes of data-00000.bin (a length beyond the input is clamped). Both
+// Input: checkpoint/reader_fuzzer_input.h (a manifest length, the
+// manifest, the data file). Both
 // files go into a scratch checkpoint directory, which is opened with
 // checksum verification on, in pread mode and in mmap mode; every tensor
 // is read into a bounded buffer, mapped, digested and VerifyAll() runs.
@@ -26,6 +26,7 @@
 #include "checkpoint/digest.h"
 #include "checkpoint/manifest_file.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/reader_fuzzer_input.h"
 #include "checkpoint/writer.h"
 
 namespace {
@@ -49,7 +50,9 @@ const std::string& ScratchCheckpoint() {
   return *path;
 }
 
-void WriteWholeFile(const std::string& path, const uint8_t* data, size_t size) {
+void WriteWholeFile(const std::string& path, absl::string_view bytes) {
+  const char* data = bytes.data();
+  size_t size = bytes.size();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     std::perror(path.c_str());
@@ -109,37 +112,27 @@ void Exercise(const std::string& path, bool use_mmap) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 4) return 0;
-  uint32_t manifest_size = static_cast<uint32_t>(data[0]) |
-                           static_cast<uint32_t>(data[1]) << 8 |
-                           static_cast<uint32_t>(data[2]) << 16 |
-                           static_cast<uint32_t>(data[3]) << 24;
-  data += 4;
-  size -= 4;
-  if (manifest_size > size) manifest_size = static_cast<uint32_t>(size);
+  const checkpoint::FuzzerInput input = checkpoint::SplitFuzzerInput(
+      absl::string_view(reinterpret_cast<const char*>(data), size));
   const std::string& dir = ScratchCheckpoint();
-  WriteWholeFile(dir + "/" + checkpoint::kManifestFileName, data,
-                 manifest_size);
-  WriteWholeFile(dir + "/data-00000.bin", data + manifest_size,
-                 size - manifest_size);
+  WriteWholeFile(dir + "/" + checkpoint::kManifestFileName, input.manifest);
+  WriteWholeFile(dir + "/data-00000.bin", input.data);
   Exercise(dir, /*use_mmap=*/false);
   Exercise(dir, /*use_mmap=*/true);
   // Mutations almost never keep the manifest's checksum right, which would
   // leave the parser and the layout rules unexplored: run the payload again
   // in a valid frame (with the header's version when there is one).
-  if (manifest_size >= checkpoint::kManifestHeaderSize &&
-      std::memcmp(data, checkpoint::kManifestMagic, 8) == 0) {
-    const uint32_t version = static_cast<uint32_t>(data[8]) |
-                             static_cast<uint32_t>(data[9]) << 8 |
-                             static_cast<uint32_t>(data[10]) << 16 |
-                             static_cast<uint32_t>(data[11]) << 24;
-    const std::string framed = checkpoint::FrameManifestPayload(
-        absl::string_view(reinterpret_cast<const char*>(data) +
-                              checkpoint::kManifestHeaderSize,
-                          manifest_size - checkpoint::kManifestHeaderSize),
-        version);
-    WriteWholeFile(dir + "/" + checkpoint::kManifestFileName,
-                   reinterpret_cast<const uint8_t*>(framed.data()),
-                   framed.size());
+  const absl::string_view manifest = input.manifest;
+  if (manifest.size() >= checkpoint::kManifestHeaderSize &&
+      std::memcmp(manifest.data(), checkpoint::kManifestMagic, 8) == 0) {
+    uint32_t version = 0;
+    for (int i = 0; i < 4; ++i) {
+      version |= uint32_t{static_cast<uint8_t>(manifest[8 + i])} << (8 * i);
+    }
+    WriteWholeFile(
+        dir + "/" + checkpoint::kManifestFileName,
+        checkpoint::FrameManifestPayload(
+            manifest.substr(checkpoint::kManifestHeaderSize), version));
     Exercise(dir, /*use_mmap=*/false);
     Exercise(dir, /*use_mmap=*/true);
   }

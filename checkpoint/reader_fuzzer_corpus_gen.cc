@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/reader_fuzzer_input.h"
 #include "checkpoint/writer.h"
 
 namespace checkpoint {
@@ -82,12 +83,7 @@ Split WriteCheckpoint(const std::string& scratch, const std::string& name,
 
 void Emit(const std::string& directory, const std::string& name,
           const std::string& manifest, const std::string& data) {
-  std::string bytes;
-  const uint32_t size = static_cast<uint32_t>(manifest.size());
-  for (int i = 0; i < 4; ++i)
-    bytes.push_back(static_cast<char>(size >> (8 * i)));
-  bytes += manifest;
-  bytes += data;
+  const std::string bytes = JoinFuzzerInput(manifest, data);
   std::ofstream out(directory + "/" + name, std::ios::binary | std::ios::trunc);
   out << bytes;
   if (!out) Die("writing " + directory + "/" + name);

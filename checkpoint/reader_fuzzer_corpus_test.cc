@@ -10,6 +10,7 @@
 
 #include "checkpoint/digest.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/reader_fuzzer_input.h"
 #include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
 #include "gtest/gtest.h"
@@ -38,12 +39,9 @@ std::vector<std::string> CorpusFiles() {
 // Unpacks one corpus input into a checkpoint directory, as the fuzzer does.
 std::string Unpack(const std::string& name, const std::string& input) {
   const std::string dir = test_paths::TempDir(name);
-  uint32_t size = 0;
-  for (int i = 0; i < 4; ++i) {
-    size |= static_cast<uint32_t>(static_cast<uint8_t>(input[i])) << (8 * i);
-  }
-  test_paths::WriteFile(dir + "/manifest.pb", input.substr(4, size));
-  test_paths::WriteFile(dir + "/data-00000.bin", input.substr(4 + size));
+  const FuzzerInput split = SplitFuzzerInput(input);
+  test_paths::WriteFile(dir + "/manifest.pb", std::string(split.manifest));
+  test_paths::WriteFile(dir + "/data-00000.bin", std::string(split.data));
   return dir;
 }
 
@@ -171,11 +169,7 @@ TEST(ReaderFuzzerCorpusTest, WriterBytesForAFixedStateNeverChange) {
   const std::string golden = test_paths::ReadFile(CorpusDir() + "/valid_small");
   const std::string manifest = test_paths::ReadFile(path + "/manifest.pb");
   const std::string data = test_paths::ReadFile(path + "/data-00000.bin");
-  std::string written;
-  for (int i = 0; i < 4; ++i) {
-    written.push_back(static_cast<char>(manifest.size() >> (8 * i)));
-  }
-  written += manifest + data;
+  const std::string written = JoinFuzzerInput(manifest, data);
   EXPECT_TRUE(written == golden)
       << "the writer's bytes changed: " << written.size() << " bytes vs "
       << golden.size() << " in the golden file";
