@@ -17,9 +17,9 @@
 #include "checkpoint/module_loading.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/tensors.h"
+#include "export/models/architectures.h"
+#include "export/models/metadata.h"
 #include "export/torchscript.h"
-#include "models/architectures.h"
-#include "models/metadata.h"
 #include "tools/base/status.h"
 #include "tools/base/version.h"
 

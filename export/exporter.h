@@ -3,7 +3,7 @@
 //
 // ExportCheckpoint() loads a checkpoint with every checksum verified,
 // rebuilds the module from the architecture its metadata records
-// (models/architectures.h: the trainer's own definition, never a second
+// (export/models/architectures.h: the trainer's own definition, never a second
 // forward), loads the weights strictly, freezes it in eval mode, checks on a
 // probe batch that the frozen module and each written file give the trained
 // module's outputs, and writes a .pt (and optionally a lite-interpreter

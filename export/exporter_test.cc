@@ -19,9 +19,9 @@
 #include "checkpoint/module_loading.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/tensors.h"
+#include "export/models/architectures.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "models/architectures.h"
 #include "nlohmann/json.hpp"
 #include "testing/test_paths.h"
 

@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "datasets/idx_reader.h"
-#include "runner/npy.h"
+#include "runner/data/idx_reader.h"
+#include "runner/data/npy.h"
 #include "tools/base/shape.h"
 
 namespace runner {

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "models/metadata.h"
+#include "export/models/metadata.h"
 
 namespace runner {
 

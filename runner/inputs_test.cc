@@ -9,7 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runner/npy.h"
+#include "runner/data/npy.h"
 #include "testing/test_paths.h"
 
 namespace runner {

@@ -70,7 +70,7 @@ def main():
     else:
         model = Small() if args.kind == "small" else Cnn()
     frozen = torch.jit.freeze(torch.jit.script(model.eval()))
-    # A schema version 1 document (models/metadata.h), as `export` writes it.
+    # A schema version 1 document (export/models/metadata.h), as `export` writes it.
     metadata = {
         "schema_version": 1,
         "source_checkpoint": {"path": "", "resolved_path": "",

@@ -60,7 +60,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "models/metadata.h"
+#include "export/models/metadata.h"
 
 namespace runner {
 
@@ -84,7 +84,7 @@ class Session {
   // kInvalidArgument (not a TorchScript archive, bad metadata, bad device
   // string or option), kFailedPrecondition (CUDA requested but not
   // available in this LibTorch or on this machine; metadata of a newer
-  // schema_version than models/metadata.h reads).
+  // schema_version than export/models/metadata.h reads).
   static absl::StatusOr<std::unique_ptr<Session>> Open(
       const std::string& path, const RunnerOptions& options = {});
 

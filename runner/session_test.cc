@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runner/npy.h"
+#include "runner/data/npy.h"
 #include "testing/test_paths.h"
 #include "torch/cuda.h"
 

@@ -1,7 +1,7 @@
 // The Fashion-MNIST training loop behind `train`, as a library: flag-free,
 // so tests and tools can run it in-process. Torch-free header.
 //
-// A run trains one architecture from models/architectures.h on the first
+// A run trains one architecture from export/models/architectures.h on the first
 // 55,000 training images (the last `validation_size` are the validation
 // set), validates after every epoch, and saves through the checkpoint
 // runtime into a run directory managed by checkpoint::CheckpointManager:

@@ -1,4 +1,4 @@
-#include "models/architectures.h"
+#include "export/models/architectures.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 

@@ -1,4 +1,4 @@
-#include "runner/npy.h"
+#include "runner/data/npy.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

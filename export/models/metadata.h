@@ -47,8 +47,8 @@
 //   absl::StatusOr<models::ModelMetadata> metadata =
 //       models::ParseModelMetadata(text);
 //   if (metadata.ok() && !metadata->input_shape.empty()) { /* ... */ }
-#ifndef MODELS_METADATA_H_
-#define MODELS_METADATA_H_
+#ifndef EXPORT_MODELS_METADATA_H_
+#define EXPORT_MODELS_METADATA_H_
 
 #include <cstdint>
 #include <map>
@@ -134,4 +134,4 @@ std::string FormatUtcTimestamp(int64_t unix_micros);
 
 }  // namespace models
 
-#endif  // MODELS_METADATA_H_
+#endif  // EXPORT_MODELS_METADATA_H_

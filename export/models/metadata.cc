@@ -1,4 +1,4 @@
-#include "models/metadata.h"
+#include "export/models/metadata.h"
 
 #include <cmath>
 #include <ctime>

@@ -15,8 +15,8 @@
 //                    ReadIdxDataset(dir + "/train-images-idx3-ubyte.gz",
 //                                   dir + "/train-labels-idx1-ubyte.gz"));
 //   const uint8_t* first_image = train.images.pixels.data();
-#ifndef DATASETS_IDX_READER_H_
-#define DATASETS_IDX_READER_H_
+#ifndef RUNNER_DATA_IDX_READER_H_
+#define RUNNER_DATA_IDX_READER_H_
 
 #include <cstdint>
 #include <string>
@@ -73,4 +73,4 @@ absl::StatusOr<FashionMnistPaths> FindFashionMnistFiles(
 
 }  // namespace datasets
 
-#endif  // DATASETS_IDX_READER_H_
+#endif  // RUNNER_DATA_IDX_READER_H_

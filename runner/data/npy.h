@@ -16,8 +16,8 @@
 //
 //   absl::Status written = runner::WriteNpy(
 //       "logits.npy", runner::NpyDtype::kFloat32, {64, 10}, bytes);
-#ifndef RUNNER_NPY_H_
-#define RUNNER_NPY_H_
+#ifndef RUNNER_DATA_NPY_H_
+#define RUNNER_DATA_NPY_H_
 
 #include <cstdint>
 #include <string>
@@ -77,4 +77,4 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 }  // namespace runner
 
-#endif  // RUNNER_NPY_H_
+#endif  // RUNNER_DATA_NPY_H_

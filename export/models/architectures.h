@@ -24,8 +24,8 @@
 //   ASSIGN_OR_RETURN(ArchitectureConfig config,
 //                    ArchitectureConfigFromMap({m.architecture_config().begin(),
 //                                               m.architecture_config().end()}));
-#ifndef MODELS_ARCHITECTURES_H_
-#define MODELS_ARCHITECTURES_H_
+#ifndef EXPORT_MODELS_ARCHITECTURES_H_
+#define EXPORT_MODELS_ARCHITECTURES_H_
 
 #include <torch/script.h>
 
@@ -94,4 +94,4 @@ absl::StatusOr<ArchitectureConfig> ArchitectureConfigFromMap(
 
 }  // namespace models
 
-#endif  // MODELS_ARCHITECTURES_H_
+#endif  // EXPORT_MODELS_ARCHITECTURES_H_

@@ -1,4 +1,4 @@
-#include "datasets/idx_reader.h"
+#include "runner/data/idx_reader.h"
 
 #include <zlib.h>
 
