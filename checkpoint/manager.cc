@@ -27,6 +27,7 @@
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
 #include "tools/base/status.h"
+#include "tools/base/stop_point.h"
 #include "tools/base/warnings.h"
 
 namespace checkpoint {
@@ -155,6 +156,7 @@ absl::Status CheckpointManager::PointLink(const char* link_name,
   if (::symlink(target.c_str(), temporary.c_str()) != 0) {
     return base::ErrnoToStatus(errno, "creating symlink", temporary);
   }
+  base::StopPoint("manager.link_temporary_created");
   if (::rename(temporary.c_str(), link_path.c_str()) != 0) {
     int error_number = errno;
     ::unlink(temporary.c_str());
@@ -231,10 +233,12 @@ absl::Status CheckpointManager::OnCommitted(const std::string& path) {
 
   // Links first, deletions after: a crash in between leaves extra
   // checkpoints, never a link to a deleted one.
+  base::StopPoint("manager.committed");
   if (absl::Status status = PointLink(kLastLinkName, name); !status.ok()) {
     return Annotate(status, context());
   }
   last_name_ = name;
+  base::StopPoint("manager.last_switched");
   if (!options_.monitor.empty()) {
     std::string previous_best = best_name_;
     if (replaced && name == best_name_) {
@@ -256,6 +260,7 @@ absl::Status CheckpointManager::OnCommitted(const std::string& path) {
       }
     }
   }
+  base::StopPoint("manager.links_switched");
   if (absl::Status status = ApplyRetention(); !status.ok()) {
     return Annotate(status, context());
   }
@@ -297,6 +302,7 @@ absl::Status CheckpointManager::ApplyRetention() {
       !status.ok() && result.ok()) {
     result = status;
   }
+  base::StopPoint("manager.victims_renamed");
   for (const std::string& path : doomed) {
     std::error_code error;
     std::filesystem::remove_all(path, error);

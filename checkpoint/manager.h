@@ -31,6 +31,10 @@
 //      under a real name.
 // So a crash at any instant leaves `best` and `last` resolving to complete
 // checkpoints (or not existing yet, before the first commit).
+// Crash points for tests (tools/base/stop_point.h), in that order:
+// "manager.committed", "manager.link_temporary_created" (each link),
+// "manager.last_switched", "manager.links_switched",
+// "manager.victims_renamed"; kill_during_save_test kills at each.
 //
 // Example:
 //   CheckpointManager::Options options;

@@ -27,6 +27,7 @@
 #include "checkpoint/manifest_file.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
+#include "tools/base/stop_point.h"
 #include "tools/base/warnings.h"
 
 #ifndef RENAME_EXCHANGE
@@ -275,6 +276,7 @@ class CheckpointWriter::Impl {
     data_fd_ = -1;
     if (::close(fd) != 0)
       return Fail(base::ErrnoToStatus(errno, "closing", data_path_));
+    base::StopPoint("writer.data_written");
 
     manifest_.set_format_version(kFormatVersion);
     manifest_.set_alignment(kTensorAlignment);
@@ -283,6 +285,7 @@ class CheckpointWriter::Impl {
     data_file->set_name(kDataFileName);
     data_file->set_size_bytes(offset_);
     if (absl::Status status = WriteManifest(); !status.ok()) return status;
+    base::StopPoint("writer.manifest_written");
     if (options_.sync) {
       if (absl::Status status = base::FsyncPath(temporary_); !status.ok()) {
         return Fail(status);

@@ -14,7 +14,9 @@
 // already exists it is swapped in one renameat2(RENAME_EXCHANGE) and the
 // old directory removed afterwards. A crash at any instant leaves either
 // the old NAME or the new one; at worst a `.tmp-*` directory, which
-// RemoveStaleTemporaries() deletes.
+// RemoveStaleTemporaries() deletes. Crash points for tests
+// (tools/base/stop_point.h): "writer.data_written" (data file fsync'ed, no
+// manifest yet) and "writer.manifest_written" (complete, not yet renamed).
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto writer, CheckpointWriter::Create("/runs/a/epoch=1"));
