@@ -59,10 +59,6 @@ int RunCkpt(const std::vector<std::string>& args, const Flags& flags,
 
 // The pieces, for tests and for other tools.
 
-// `path` made absolute against BUILD_WORKING_DIRECTORY when that is set and
-// `path` is relative; otherwise unchanged.
-std::string ResolveUserPath(const std::string& path);
-
 absl::StatusOr<std::string> InspectText(const std::string& path);
 absl::StatusOr<std::string> InspectJson(const std::string& path);
 

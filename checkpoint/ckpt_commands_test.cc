@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
+#include "tools/base/paths.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -239,12 +240,12 @@ TEST_F(CkptCommandsTest, BadPathsFailWithOneLine) {
 
 TEST_F(CkptCommandsTest, RelativePathsResolveAgainstBuildWorkingDirectory) {
   ASSERT_EQ(::setenv("BUILD_WORKING_DIRECTORY", dir_->c_str(), 1), 0);
-  EXPECT_EQ(ResolveUserPath("run/best"), Path("run/best"));
-  EXPECT_EQ(ResolveUserPath("/abs"), "/abs");
+  EXPECT_EQ(base::ResolveUserPath("run/best"), Path("run/best"));
+  EXPECT_EQ(base::ResolveUserPath("/abs"), "/abs");
   Result result = Run({"verify", "a"});
   ::unsetenv("BUILD_WORKING_DIRECTORY");
   EXPECT_EQ(result.code, 0) << result.err;
-  EXPECT_EQ(ResolveUserPath("rel"), "rel");
+  EXPECT_EQ(base::ResolveUserPath("rel"), "rel");
 }
 
 }  // namespace

@@ -84,98 +84,6 @@ double Seconds(Clock::duration duration) {
   return std::chrono::duration<double>(duration).count();
 }
 
-std::string ExactDouble(double value) {
-  return absl::StrFormat("%.17g", value);
-}
-
-// ---------------------------------------------------------------------------
-// Options recorded in each checkpoint (TrainerState.options), so that a resumed
-// run trains with the settings that shaped its state.
-
-struct RecordedOption {
-  const char* name;
-  std::function<std::string(const TrainOptions&)> get;
-  std::function<bool(const std::string&, TrainOptions&)> set;
-};
-
-const std::vector<RecordedOption>& RecordedOptions() {
-  auto string_option = [](const char* name, std::string TrainOptions::*field) {
-    return RecordedOption{name,
-                          [field](const TrainOptions& o) { return o.*field; },
-                          [field](const std::string& v, TrainOptions& o) {
-                            o.*field = v;
-                            return true;
-                          }};
-  };
-  auto int_option = [](const char* name, int64_t TrainOptions::*field) {
-    return RecordedOption{
-        name, [field](const TrainOptions& o) { return absl::StrCat(o.*field); },
-        [field](const std::string& v, TrainOptions& o) {
-          return absl::SimpleAtoi(v, &(o.*field));
-        }};
-  };
-  auto double_option = [](const char* name, double TrainOptions::*field) {
-    return RecordedOption{
-        name, [field](const TrainOptions& o) { return ExactDouble(o.*field); },
-        [field](const std::string& v, TrainOptions& o) {
-          return absl::SimpleAtod(v, &(o.*field));
-        }};
-  };
-  static const auto* const options = new std::vector<RecordedOption>{
-      string_option("model", &TrainOptions::model),
-      string_option("optimizer", &TrainOptions::optimizer),
-      double_option("lr", &TrainOptions::lr),
-      double_option("momentum", &TrainOptions::momentum),
-      double_option("weight_decay", &TrainOptions::weight_decay),
-      int_option("batch_size", &TrainOptions::batch_size),
-      string_option("lr_schedule", &TrainOptions::lr_schedule),
-      RecordedOption{"seed",
-                     [](const TrainOptions& o) { return absl::StrCat(o.seed); },
-                     [](const std::string& v, TrainOptions& o) {
-                       return absl::SimpleAtoi(v, &o.seed);
-                     }},
-      int_option("max_train_examples", &TrainOptions::max_train_examples),
-      int_option("validation_size", &TrainOptions::validation_size),
-      string_option("monitor", &TrainOptions::monitor),
-      RecordedOption{"amp",
-                     [](const TrainOptions& o) { return o.amp ? "1" : "0"; },
-                     [](const std::string& v, TrainOptions& o) {
-                       o.amp = v == "1";
-                       return v == "0" || v == "1";
-                     }},
-  };
-  return *options;
-}
-
-void RecordOptions(const TrainOptions& options, proto::TrainerState* state) {
-  for (const RecordedOption& option : RecordedOptions()) {
-    (*state->mutable_options())[option.name] = option.get(options);
-  }
-}
-
-// The checkpoint's settings win over the command line's: a resumed run must
-// train the same way. Differences are reported, not fatal.
-absl::Status ApplyRecordedOptions(const proto::TrainerState& state,
-                                  TrainOptions* options) {
-  for (const RecordedOption& option : RecordedOptions()) {
-    auto it = state.options().find(option.name);
-    if (it == state.options().end()) continue;
-    const std::string given = option.get(*options);
-    if (!option.set(it->second, *options)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("checkpoint records a malformed ", option.name, ": '",
-                       it->second, "'"));
-    }
-    if (given != option.get(*options)) {
-      std::fprintf(stderr,
-                   "train: note: resuming with the checkpoint's --%s=%s "
-                   "(command line: %s)\n",
-                   option.name, option.get(*options).c_str(), given.c_str());
-    }
-  }
-  return absl::OkStatus();
-}
-
 // ---------------------------------------------------------------------------
 // Data.
 
@@ -327,7 +235,6 @@ class Run {
   std::string architecture_;
   ArchitectureConfig architecture_config_;
   std::map<std::string, std::string> architecture_map_;
-  std::unique_ptr<IdxDataset> train_file_;
   Split train_;
   Split validation_;
   FashionMnistPaths paths_;
@@ -348,12 +255,17 @@ class Run {
   proto::TrainerState resumed_trainer_state_;
 
   int64_t batches_per_epoch_ = 0;
-  int64_t epoch_ = 0;             // epochs completed
-  int64_t batches_consumed_ = 0;  // of the current epoch
-  int64_t global_step_ = 0;
-  int64_t examples_seen_ = 0;
-  double epoch_loss_sum_ = 0;
-  int64_t epoch_examples_ = 0;
+  // Where the run stands: everything here is in every checkpoint
+  // (CaptureState) and comes back on resume (RestoreState).
+  struct Position {
+    int64_t epoch = 0;             // epochs completed
+    int64_t batches_consumed = 0;  // of the current epoch
+    int64_t global_step = 0;
+    int64_t examples_seen = 0;
+    double epoch_loss_sum = 0;  // the epoch in progress, for its mean loss
+    int64_t epoch_examples = 0;
+  };
+  Position position_;
   int64_t last_saved_step_ = -1;
   double checkpoint_seconds_ = 0;
   double train_seconds_ = 0;
@@ -530,8 +442,8 @@ absl::Status Run::LoadData() {
     train_.labels = train_.labels.to(device_);
   }
   if (total != kTrainSplitSize) {
-    std::fprintf(stderr, "train: note: %s holds %lld images (not 60000)\n",
-                 paths_.train_images.c_str(), static_cast<long long>(total));
+    base::Warn(absl::StrCat("train: ", paths_.train_images, " holds ", total,
+                            " images (not 60000)"));
   }
   return absl::OkStatus();
 }
@@ -567,26 +479,27 @@ absl::Status Run::RestoreState(const CheckpointState& state) {
     return status;
   }
   const checkpoint::proto::Progress& progress = state.metadata.progress();
-  epoch_ = data_order.epoch();
-  batches_consumed_ = data_order.batches_consumed();
-  global_step_ = progress.global_step();
-  examples_seen_ = progress.examples_seen();
-  if (batches_consumed_ > batches_per_epoch_) {
+  position_.epoch = data_order.epoch();
+  position_.batches_consumed = data_order.batches_consumed();
+  position_.global_step = progress.global_step();
+  position_.examples_seen = progress.examples_seen();
+  if (position_.batches_consumed > batches_per_epoch_) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "data order says ", batches_consumed_, " batches consumed of an epoch ",
-        "of ", batches_per_epoch_));
+        "data order says ", position_.batches_consumed,
+        " batches consumed of an epoch ", "of ", batches_per_epoch_));
   }
-  epoch_loss_sum_ = trainer_state.epoch_loss_sum();
-  epoch_examples_ = trainer_state.epoch_examples();
-  last_saved_step_ = global_step_;
+  position_.epoch_loss_sum = trainer_state.epoch_loss_sum();
+  position_.epoch_examples = trainer_state.epoch_examples();
+  last_saved_step_ = position_.global_step;
   std::fprintf(stderr,
                "train: resumed from %s at epoch %lld, batch %lld/%lld, "
                "step %lld\n",
-               resumed_from_.c_str(), static_cast<long long>(epoch_ + 1),
-               static_cast<long long>(batches_consumed_),
+               resumed_from_.c_str(),
+               static_cast<long long>(position_.epoch + 1),
+               static_cast<long long>(position_.batches_consumed),
                static_cast<long long>(batches_per_epoch_),
-               static_cast<long long>(global_step_));
-  return TruncateMetricsAfter(options_.run_dir, global_step_);
+               static_cast<long long>(position_.global_step));
+  return TruncateMetricsAfter(options_.run_dir, position_.global_step);
 }
 
 absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
@@ -601,10 +514,10 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
     (*metadata.mutable_architecture_config())[key] = value;
   }
   checkpoint::proto::Progress* progress = metadata.mutable_progress();
-  progress->set_epoch(epoch_);
-  progress->set_global_step(global_step_);
-  progress->set_examples_seen(examples_seen_);
-  progress->set_step_in_epoch(batches_consumed_);
+  progress->set_epoch(position_.epoch);
+  progress->set_global_step(position_.global_step);
+  progress->set_examples_seen(position_.examples_seen);
+  progress->set_step_in_epoch(position_.batches_consumed);
   MonitoredMetric* monitored = metadata.mutable_monitored();
   monitored->set_name(options_.monitor);
   monitored->set_mode(options_.monitor == "val_acc" ? MonitoredMetric::MAX
@@ -619,8 +532,8 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
   }
   proto::TrainerState trainer_state;
   RecordOptions(options_, &trainer_state);
-  trainer_state.set_epoch_loss_sum(epoch_loss_sum_);
-  trainer_state.set_epoch_examples(epoch_examples_);
+  trainer_state.set_epoch_loss_sum(position_.epoch_loss_sum);
+  trainer_state.set_epoch_examples(position_.epoch_examples);
 
   checkpoint::proto::TrainingState& training = state.training_state;
   if (absl::Status status = checkpoint::CaptureOptimizerState(
@@ -629,7 +542,8 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
       !status.ok()) {
     return Annotate(status, "capturing the optimizer state");
   }
-  *trainer_state.mutable_scheduler() = schedule_->ToProto(global_step_);
+  *trainer_state.mutable_scheduler() =
+      schedule_->ToProto(position_.global_step);
   *trainer_state.mutable_loss_scaler() = scaler_->state();
   if (absl::Status status =
           checkpoint::CaptureRngState(training.mutable_rng(), &state.tensors);
@@ -639,8 +553,8 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
   training.mutable_rng()->set_seed(options_.seed);
   proto::DataOrderState* order = trainer_state.mutable_data_order();
   order->set_seed(options_.seed);
-  order->set_epoch(epoch_);
-  order->set_batches_consumed(batches_consumed_);
+  order->set_epoch(position_.epoch);
+  order->set_batches_consumed(position_.batches_consumed);
   order->set_dataset_size(train_.size());
   WriteTrainerState(trainer_state, &training);
 
@@ -678,7 +592,7 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
       });
   if (status.ok() && wait) status = saver_->Wait();
   if (status.ok()) status = TakeSaveError();
-  last_saved_step_ = global_step_;
+  last_saved_step_ = position_.global_step;
   checkpoint_seconds_ += Seconds(Clock::now() - start);
   if (!status.ok()) return Annotate(status, "saving a checkpoint");
   return absl::OkStatus();
@@ -690,15 +604,15 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
   torch::Tensor order_tensor =
       torch::tensor(order, torch::TensorOptions().dtype(torch::kInt64))
           .to(train_.images.device());
-  progress_->StartEpoch(epoch, batches_per_epoch_, batches_consumed_);
+  progress_->StartEpoch(epoch, batches_per_epoch_, position_.batches_consumed);
   const Clock::time_point start = Clock::now();
-  while (batches_consumed_ < batches_per_epoch_) {
-    const int64_t begin = batches_consumed_ * options_.batch_size;
+  while (position_.batches_consumed < batches_per_epoch_) {
+    const int64_t begin = position_.batches_consumed * options_.batch_size;
     const int64_t end = std::min(train_.size(), begin + options_.batch_size);
     torch::Tensor indices = order_tensor.slice(0, begin, end);
     torch::Tensor images = train_.images.index_select(0, indices).to(device_);
     torch::Tensor labels = train_.labels.index_select(0, indices).to(device_);
-    SetLearningRate(*optimizer_, schedule_->RateAt(global_step_));
+    SetLearningRate(*optimizer_, schedule_->RateAt(position_.global_step));
     optimizer_->zero_grad();
     torch::Tensor logits;
     if (options_.amp) {
@@ -717,29 +631,30 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
 
     const int64_t batch = end - begin;
     const double loss_value = loss.item<double>();
-    epoch_loss_sum_ += loss_value * batch;
-    epoch_examples_ += batch;
-    examples_seen_ += batch;
-    ++batches_consumed_;
-    ++global_step_;
-    progress_->Update(batches_consumed_, batch,
-                      epoch_loss_sum_ / std::max<int64_t>(1, epoch_examples_));
+    position_.epoch_loss_sum += loss_value * batch;
+    position_.epoch_examples += batch;
+    position_.examples_seen += batch;
+    ++position_.batches_consumed;
+    ++position_.global_step;
+    progress_->Update(position_.batches_consumed, batch,
+                      position_.epoch_loss_sum /
+                          std::max<int64_t>(1, position_.epoch_examples));
 
     if (!std::isfinite(loss_value) && !options_.amp) {
       progress_->Break();
-      return absl::FailedPreconditionError(
-          absl::StrCat("loss is ", loss_value, " at step ", global_step_,
-                       ": training diverged (lower --lr?)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "loss is ", loss_value, " at step ", position_.global_step,
+          ": training diverged (lower --lr?)"));
     }
     const bool at_max_steps =
-        options_.max_steps > 0 && global_step_ >= options_.max_steps;
+        options_.max_steps > 0 && position_.global_step >= options_.max_steps;
     if (StopRequested() || at_max_steps) {
       *stop = true;
       break;
     }
     if (options_.save_every_steps > 0 &&
-        global_step_ % options_.save_every_steps == 0 &&
-        batches_consumed_ < batches_per_epoch_) {
+        position_.global_step % options_.save_every_steps == 0 &&
+        position_.batches_consumed < batches_per_epoch_) {
       if (absl::Status status = SaveCheckpoint(false, nullptr, 0, false);
           !status.ok()) {
         progress_->Break();
@@ -820,37 +735,38 @@ absl::StatusOr<TrainSummary> Run::Execute() {
   summary.monitor = options_.monitor;
   const Clock::time_point run_start = Clock::now();
   bool stop = false;
-  while (epoch_ < options_.epochs && !stop) {
-    if (absl::Status status = TrainEpoch(epoch_, &stop); !status.ok()) {
+  while (position_.epoch < options_.epochs && !stop) {
+    if (absl::Status status = TrainEpoch(position_.epoch, &stop);
+        !status.ok()) {
       return status;
     }
     if (stop) break;
-    const double train_loss =
-        epoch_loss_sum_ / std::max<int64_t>(1, epoch_examples_);
+    const double train_loss = position_.epoch_loss_sum /
+                              std::max<int64_t>(1, position_.epoch_examples);
     const double epoch_seconds = progress_->EpochSeconds();
     const int64_t epoch_examples = progress_->EpochExamples();
     progress_->Break();
     Evaluation validation = Evaluate(model_, validation_, device_);
-    ++epoch_;
-    batches_consumed_ = 0;
-    epoch_loss_sum_ = 0;
-    epoch_examples_ = 0;
+    ++position_.epoch;
+    position_.batches_consumed = 0;
+    position_.epoch_loss_sum = 0;
+    position_.epoch_examples = 0;
     std::fprintf(stderr,
                  "epoch %lld/%lld: train_loss %.4f val_loss %.4f val_acc "
                  "%.4f lr %.4g (%.1f s, %.0f ex/s)\n",
-                 static_cast<long long>(epoch_),
+                 static_cast<long long>(position_.epoch),
                  static_cast<long long>(options_.epochs), train_loss,
                  validation.loss, validation.accuracy,
-                 schedule_->RateAt(global_step_), epoch_seconds,
+                 schedule_->RateAt(position_.global_step), epoch_seconds,
                  epoch_seconds > 0 ? epoch_examples / epoch_seconds : 0.0);
     nlohmann::json record = {
-        {"epoch", epoch_},
-        {"step", global_step_},
-        {"examples_seen", examples_seen_},
+        {"epoch", position_.epoch},
+        {"step", position_.global_step},
+        {"examples_seen", position_.examples_seen},
         {"train_loss", train_loss},
         {"val_loss", validation.loss},
         {"val_acc", validation.accuracy},
-        {"lr", schedule_->RateAt(global_step_)},
+        {"lr", schedule_->RateAt(position_.global_step)},
         {"epoch_seconds", epoch_seconds},
         {"wall_seconds", Seconds(Clock::now() - run_start)},
     };
@@ -866,7 +782,7 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     if (StopRequested()) stop = true;
   }
   progress_->Break();
-  if (stop && last_saved_step_ != global_step_) {
+  if (stop && last_saved_step_ != position_.global_step) {
     if (absl::Status status = SaveCheckpoint(false, nullptr, 0, true);
         !status.ok()) {
       return status;
@@ -879,8 +795,8 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     summary.final_save_wait_seconds = Seconds(Clock::now() - start);
     if (!status.ok()) return Annotate(status, "saving a checkpoint");
   }
-  summary.epochs_completed = epoch_;
-  summary.global_step = global_step_;
+  summary.epochs_completed = position_.epoch;
+  summary.global_step = position_.global_step;
   summary.best_path = manager_->BestPath();
   summary.last_path = manager_->LastPath();
   // A signal that arrives after the last epoch does not make a finished run
@@ -901,9 +817,9 @@ absl::StatusOr<TrainSummary> Run::Execute() {
         summary.stop_signal != 0
             ? absl::StrCat("stopped by signal ", summary.stop_signal).c_str()
             : "stopped at --max_steps",
-        static_cast<long long>(global_step_),
-        static_cast<long long>(epoch_ + 1),
-        static_cast<long long>(batches_consumed_),
+        static_cast<long long>(position_.global_step),
+        static_cast<long long>(position_.epoch + 1),
+        static_cast<long long>(position_.batches_consumed),
         static_cast<long long>(batches_per_epoch_), summary.last_path.c_str(),
         options_.run_dir.c_str());
     return summary;
@@ -927,60 +843,6 @@ absl::StatusOr<TrainSummary> Run::Execute() {
 }
 
 }  // namespace
-
-absl::Status ValidateOptions(const TrainOptions& options) {
-  if (options.run_dir.empty()) return UsageError("--run_dir is required");
-  if (options.epochs < 1) return UsageError("--epochs must be >= 1");
-  if (options.model != "cnn" && options.model != "mlp") {
-    return UsageError(
-        absl::StrCat("--model=", options.model, ": expected mlp or cnn"));
-  }
-  if (options.optimizer != "sgd" && options.optimizer != "adamw") {
-    return UsageError(absl::StrCat("--optimizer=", options.optimizer,
-                                   ": expected sgd or adamw"));
-  }
-  if (options.lr_schedule != "none" && options.lr_schedule != "step" &&
-      options.lr_schedule != "cosine") {
-    return UsageError(absl::StrCat("--lr_schedule=", options.lr_schedule,
-                                   ": expected step, cosine or none"));
-  }
-  if (!std::isfinite(options.lr) || options.lr < 0) {
-    return UsageError("--lr must be a finite number > 0");
-  }
-  if (!(options.momentum >= 0 && options.momentum < 1)) {
-    return UsageError("--momentum must be in [0, 1)");
-  }
-  if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
-    return UsageError("--weight_decay must be >= 0");
-  }
-  if (options.batch_size < 1 || options.batch_size > 65536) {
-    return UsageError("--batch_size must be in [1, 65536]");
-  }
-  if (options.threads < 0) return UsageError("--threads must be >= 0");
-  if (options.validation_size < 1) {
-    return UsageError("--validation_size must be >= 1");
-  }
-  if (options.max_train_examples == 0 || options.max_val_examples == 0) {
-    return UsageError("--max_train_examples/--max_val_examples must not be 0");
-  }
-  if (options.monitor != "val_loss" && options.monitor != "val_acc") {
-    return UsageError(absl::StrCat("--monitor=", options.monitor,
-                                   ": expected val_loss or val_acc"));
-  }
-  if (options.save_every_steps < 0) {
-    return UsageError("--save_every_steps must be >= 0");
-  }
-  if (options.keep_last < -1 || options.keep_top_k < -1) {
-    return UsageError("--keep_last/--keep_top_k must be >= -1");
-  }
-  if (options.progress != "auto" && options.progress != "bar" &&
-      options.progress != "lines" && options.progress != "none") {
-    return UsageError(absl::StrCat("--progress=", options.progress,
-                                   ": expected auto, bar, lines or none"));
-  }
-  if (options.data_dir.empty()) return UsageError("--data_dir is empty");
-  return absl::OkStatus();
-}
 
 absl::StatusOr<TrainSummary> Train(const TrainOptions& given,
                                    const std::atomic<int>* stop_signal) {
