@@ -1,32 +1,18 @@
-#include <google/protobuf/util/json_util.h>
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <cinttypes>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
+#include <cstdint>
 #include <cstring>
-#include <ctime>
+#include <limits>
 #include <memory>
-#include <nlohmann/json.hpp>
-#include <set>
-#include <utility>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/types/span.h"
 #include "checkpoint/ckpt_commands.h"
 #include "checkpoint/ckpt_text.h"
-#include "checkpoint/digest.h"
 #include "checkpoint/reader.h"
-#include "checkpoint/run_directory.h"
-#include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
-#include "tools/base/paths.h"
-#include "tools/base/shape.h"
 
 namespace checkpoint {
 namespace ckpt {

@@ -1,31 +1,21 @@
 #include "checkpoint/ckpt_text.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cinttypes>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <cstdint>
 #include <ctime>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <set>
-#include <utility>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "absl/types/span.h"
-#include "checkpoint/digest.h"
+#include "checkpoint/name_template.h"
 #include "checkpoint/reader.h"
-#include "checkpoint/run_directory.h"
-#include "checkpoint/upgrade.h"
 #include "checkpoint/writer.h"
-#include "tools/base/paths.h"
 #include "tools/base/shape.h"
 
 namespace checkpoint {
