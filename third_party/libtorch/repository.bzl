@@ -91,10 +91,16 @@ def _libtorch_impl(repository_ctx):
     site_dir = repository_ctx.path(home).dirname if home else None
     if site_dir and repository_ctx.path("%s/torch/__init__.py" % site_dir).exists:
         python_path = str(site_dir)
+    # And the interop tests' pinned packages (third_party/python_interop),
+    # which tools/bazel installs for both builds.
+    interop_site = str(repository_ctx.path(
+        Label("//third_party/python_interop:requirements.txt"),
+    ).dirname) + "/site"
+    python_path = ":".join([p for p in [python_path, interop_site] if p])
     repository_ctx.file("python", "\n".join([
         "#!/bin/sh",
         "# Python with the torch that matches @libtorch.",
-        ("PYTHONPATH='%s'${PYTHONPATH:+:$PYTHONPATH} " % python_path if python_path else "") +
+        "PYTHONPATH='%s'${PYTHONPATH:+:$PYTHONPATH} " % python_path +
         'exec /usr/bin/python3 "$@"',
         "",
     ]), executable = True)
