@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/base/endian.h"
 
 namespace checkpoint {
 namespace {
@@ -26,8 +27,8 @@ class Hasher {
   }
   // Fixed-width little-endian, so the digest is the same on every host.
   void U64(uint64_t value) {
-    unsigned char bytes[8];
-    for (int i = 0; i < 8; ++i) bytes[i] = (value >> (8 * i)) & 0xff;
+    char bytes[8];
+    base::PutLittleEndian(value, 8, bytes);
     Bytes(bytes, sizeof(bytes));
   }
   // Length-prefixed: ("ab", "c") and ("a", "bc") must not collide.

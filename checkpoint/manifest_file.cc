@@ -10,6 +10,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/stubs/logging.h"
+#include "tools/base/endian.h"
 
 namespace checkpoint {
 namespace {
@@ -19,19 +20,8 @@ constexpr size_t kFlagsOffset = 12;
 constexpr size_t kSizeOffset = 16;
 constexpr size_t kChecksumOffset = 24;
 
-void PutLittleEndian(uint64_t value, size_t bytes, char* out) {
-  for (size_t i = 0; i < bytes; ++i) {
-    out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
-  }
-}
-
-uint64_t GetLittleEndian(const char* in, size_t bytes) {
-  uint64_t value = 0;
-  for (size_t i = 0; i < bytes; ++i) {
-    value |= uint64_t{static_cast<unsigned char>(in[i])} << (8 * i);
-  }
-  return value;
-}
+using base::GetLittleEndian;
+using base::PutLittleEndian;
 
 // XXH3-64 of the file without its checksum field.
 uint64_t ManifestChecksum(absl::string_view file) {

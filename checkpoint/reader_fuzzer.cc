@@ -28,6 +28,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/reader_fuzzer_input.h"
 #include "checkpoint/writer.h"
+#include "tools/base/endian.h"
 
 namespace {
 
@@ -125,10 +126,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view manifest = input.manifest;
   if (manifest.size() >= checkpoint::kManifestHeaderSize &&
       std::memcmp(manifest.data(), checkpoint::kManifestMagic, 8) == 0) {
-    uint32_t version = 0;
-    for (int i = 0; i < 4; ++i) {
-      version |= uint32_t{static_cast<uint8_t>(manifest[8 + i])} << (8 * i);
-    }
+    const uint32_t version =
+        static_cast<uint32_t>(base::GetLittleEndian(manifest.data() + 8, 4));
     WriteWholeFile(
         dir + "/" + checkpoint::kManifestFileName,
         checkpoint::FrameManifestPayload(

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "tools/base/endian.h"
 
 namespace checkpoint {
 
@@ -20,10 +21,7 @@ struct FuzzerInput {
 // Views into `input`; both empty when it is shorter than the length field.
 inline FuzzerInput SplitFuzzerInput(absl::string_view input) {
   if (input.size() < 4) return {};
-  uint64_t size = 0;
-  for (int i = 0; i < 4; ++i) {
-    size |= uint64_t{static_cast<uint8_t>(input[i])} << (8 * i);
-  }
+  uint64_t size = base::GetLittleEndian(input.data(), 4);
   input.remove_prefix(4);
   if (size > input.size()) size = input.size();
   return {input.substr(0, size), input.substr(size)};
@@ -32,9 +30,7 @@ inline FuzzerInput SplitFuzzerInput(absl::string_view input) {
 inline std::string JoinFuzzerInput(absl::string_view manifest,
                                    absl::string_view data) {
   std::string input;
-  const uint32_t size = static_cast<uint32_t>(manifest.size());
-  for (int i = 0; i < 4; ++i)
-    input.push_back(static_cast<char>(size >> (8 * i)));
+  base::AppendLittleEndian(static_cast<uint32_t>(manifest.size()), 4, &input);
   input.append(manifest.data(), manifest.size());
   input.append(data.data(), data.size());
   return input;

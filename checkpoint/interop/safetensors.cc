@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "tools/base/endian.h"
 #include "tools/base/files.h"
 #include "tools/base/status.h"
 
@@ -72,14 +73,6 @@ const DtypeInfo* FindDtype(DType dtype) {
 
 absl::Status Bad(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("safetensors: ", what));
-}
-
-uint64_t ReadLittleEndian64(const char* bytes) {
-  uint64_t value = 0;
-  for (int i = 7; i >= 0; --i) {
-    value = (value << 8) | static_cast<uint8_t>(bytes[i]);
-  }
-  return value;
 }
 
 // The byte size of `shape` at `bits` per element, or an error.
@@ -155,7 +148,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
   if (file_size < 8 || file_start.size() < 8) {
     return Bad("shorter than the 8-byte header length");
   }
-  const uint64_t header_size = ReadLittleEndian64(file_start.data());
+  const uint64_t header_size = base::GetLittleEndian(file_start.data(), 8);
   if (header_size > kMaxSafetensorsHeaderBytes) {
     return Bad(absl::StrCat("header length ", header_size,
                             " is above the limit of ",
@@ -258,7 +251,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   ssize_t got = size >= 8 ? ::pread(*fd, length, 8, 0) : 0;
   std::string start(length, got == 8 ? 8 : 0);
   if (got == 8) {
-    const uint64_t header_size = ReadLittleEndian64(length);
+    const uint64_t header_size = base::GetLittleEndian(length, 8);
     if (header_size <= kMaxSafetensorsHeaderBytes && header_size <= size - 8) {
       start.resize(8 + header_size);
       if (::pread(*fd, start.data() + 8, header_size, 8) !=
@@ -373,10 +366,8 @@ absl::Status WriteSafetensors(
         path, ": a tensor name or metadata string is not valid UTF-8"));
   }
   text.append((8 - text.size() % 8) % 8, ' ');
-  std::string file(8, '\0');
-  for (int i = 0; i < 8; ++i) {
-    file[i] = static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  }
+  std::string file;
+  base::AppendLittleEndian(text.size(), 8, &file);
   file += text;
   file.reserve(file.size() + offset);
   for (const Placed& entry : placed) {

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
+#include "tools/base/endian.h"
 
 namespace interop {
 namespace {
@@ -19,11 +20,8 @@ using ::testing::HasSubstr;
 // A safetensors file from a header text and a buffer, as any writer
 // (or attacker) could make it.
 std::string File(const std::string& header, const std::string& buffer) {
-  std::string file(8, '\0');
-  for (int i = 0; i < 8; ++i) {
-    file[i] =
-        static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
-  }
+  std::string file;
+  base::AppendLittleEndian(header.size(), 8, &file);
   return file + header + buffer;
 }
 

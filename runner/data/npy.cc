@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "tools/base/endian.h"
 #include "tools/base/files.h"
 
 namespace runner {
@@ -203,12 +204,8 @@ absl::StatusOr<NpyArray> ParseNpy(absl::string_view bytes,
   }
   size_t prefix = kMagicSize + 2 + length_size;
   if (bytes.size() < prefix) return Malformed(name, "truncated header");
-  uint32_t header_size = 0;
-  for (size_t i = 0; i < length_size; ++i) {
-    header_size |=
-        static_cast<uint32_t>(static_cast<uint8_t>(bytes[kMagicSize + 2 + i]))
-        << (8 * i);
-  }
+  const uint32_t header_size = static_cast<uint32_t>(
+      base::GetLittleEndian(bytes.data() + kMagicSize + 2, length_size));
   if (header_size > kMaxHeaderSize) {
     return Malformed(name, absl::StrCat("header of ", header_size,
                                         " bytes is absurdly large"));
@@ -334,9 +331,7 @@ absl::StatusOr<std::string> SerializeNpy(NpyDtype dtype,
   std::string out(kMagic, kMagicSize);
   out.push_back(static_cast<char>(major));
   out.push_back(0);
-  for (size_t i = 0; i < length_size; ++i) {
-    out.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xff));
-  }
+  base::AppendLittleEndian(header.size(), length_size, &out);
   out += header;
   out.append(data.data(), data.size());
   return out;
