@@ -1,13 +1,6 @@
 #include "checkpoint/interop/safetensors.h"
 
-#include <fcntl.h>
-#include <limits.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -236,65 +229,27 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     return absl::Status(status.code(),
                         absl::StrCat(path, ": ", status.message()));
   };
-  // Symlinks are followed: Hugging Face's cache is made of them
-  // (snapshots/<rev>/model.safetensors -> ../../blobs/<hash>). What they
-  // resolve to must still be a regular file, opened without blocking.
-  char resolved[PATH_MAX];
-  if (::realpath(path.c_str(), resolved) == nullptr) {
-    return base::ErrnoToStatus(errno, "opening", path);
-  }
-  uint64_t size = 0;
-  absl::StatusOr<int> fd =
-      base::OpenRegularFile(AT_FDCWD, resolved, path, &size);
-  if (!fd.ok()) return fd.status();
-  char length[8] = {};
-  ssize_t got = size >= 8 ? ::pread(*fd, length, 8, 0) : 0;
-  std::string start(length, got == 8 ? 8 : 0);
-  if (got == 8) {
-    const uint64_t header_size = base::GetLittleEndian(length, 8);
-    if (header_size <= kMaxSafetensorsHeaderBytes && header_size <= size - 8) {
-      start.resize(8 + header_size);
-      if (::pread(*fd, start.data() + 8, header_size, 8) !=
-          static_cast<ssize_t>(header_size)) {
-        const int error = errno;
-        ::close(*fd);
-        return base::ErrnoToStatus(error, "reading", path);
-      }
-    }
-  }
+  // Symlinks are followed (MappedFile): Hugging Face's cache is made of
+  // them (snapshots/<rev>/model.safetensors -> ../../blobs/<hash>).
+  absl::StatusOr<std::unique_ptr<base::MappedFile>> file =
+      base::MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  // The parser reads the length field and the header only, each checked
+  // against the file's size first.
   absl::StatusOr<SafetensorsHeader> header =
-      ParseSafetensorsHeader(start, size);
-  if (!header.ok()) {
-    ::close(*fd);
-    return annotate(header.status());
-  }
-  const char* mapping = nullptr;
-  if (size > 0) {
-    void* address = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, *fd, 0);
-    if (address == MAP_FAILED) {
-      const int error = errno;
-      ::close(*fd);
-      return base::ErrnoToStatus(error, "mmap", path);
-    }
-    mapping = static_cast<const char*>(address);
-  }
-  ::close(*fd);
+      ParseSafetensorsHeader((*file)->bytes(), (*file)->bytes().size());
+  if (!header.ok()) return annotate(header.status());
   return std::unique_ptr<SafetensorsFile>(
-      new SafetensorsFile(path, *std::move(header), mapping, size));
+      new SafetensorsFile(path, *std::move(header), *std::move(file)));
 }
 
 SafetensorsFile::SafetensorsFile(std::string path, SafetensorsHeader header,
-                                 const char* mapping, uint64_t size)
+                                 std::unique_ptr<base::MappedFile> file)
     : path_(std::move(path)),
       header_(std::move(header)),
-      mapping_(mapping),
-      size_(size) {}
+      file_(std::move(file)) {}
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) {
-    ::munmap(const_cast<char*>(mapping_), size_);
-  }
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 const SafetensorsEntry* SafetensorsFile::Find(absl::string_view name) const {
   for (const SafetensorsEntry& entry : header_.entries) {
@@ -306,8 +261,9 @@ const SafetensorsEntry* SafetensorsFile::Find(absl::string_view name) const {
 absl::Span<const char> SafetensorsFile::Bytes(
     const SafetensorsEntry& entry) const {
   // Offsets were checked against the file size in Open.
-  return absl::Span<const char>(mapping_ + header_.data_start + entry.begin,
-                                entry.end - entry.begin);
+  return absl::Span<const char>(
+      file_->bytes().data() + header_.data_start + entry.begin,
+      entry.end - entry.begin);
 }
 
 absl::Status WriteSafetensors(

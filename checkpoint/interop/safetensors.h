@@ -40,6 +40,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "checkpoint/manifest.pb.h"
+#include "tools/base/files.h"
 
 namespace interop {
 
@@ -93,11 +94,10 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile(std::string path, SafetensorsHeader header,
-                  const char* mapping, uint64_t size);
+                  std::unique_ptr<base::MappedFile> file);
   std::string path_;
   SafetensorsHeader header_;
-  const char* mapping_;
-  uint64_t size_;
+  std::unique_ptr<base::MappedFile> file_;
 };
 
 struct SafetensorsTensor {

@@ -3,12 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -170,6 +172,34 @@ absl::StatusOr<int> OpenRegularFile(int dir_fd, const std::string& name,
   }
   if (size != nullptr) *size = static_cast<uint64_t>(info.st_size);
   return fd;
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(
+    const std::string& path) {
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) == nullptr) {
+    return ErrnoToStatus(errno, "opening", path);
+  }
+  uint64_t size = 0;
+  absl::StatusOr<int> fd = OpenRegularFile(AT_FDCWD, resolved, path, &size);
+  if (!fd.ok()) return fd.status();
+  const char* data = nullptr;
+  if (size > 0) {
+    void* address = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, *fd, 0);
+    if (address == MAP_FAILED) {
+      const int error = errno;
+      ::close(*fd);
+      return ErrnoToStatus(error, "mmap", path);
+    }
+    data = static_cast<const char*>(address);
+  }
+  ::close(*fd);
+  return std::unique_ptr<MappedFile>(
+      new MappedFile(path, data, static_cast<size_t>(size)));
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
 }
 
 absl::StatusOr<std::string> ReadRegularFile(const std::string& path,

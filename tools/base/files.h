@@ -21,8 +21,10 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -68,6 +70,31 @@ absl::StatusOr<int> OpenRegularFile(int dir_fd, const std::string& name,
 // `max_bytes`; larger files are kFailedPrecondition.
 absl::StatusOr<std::string> ReadRegularFile(const std::string& path,
                                             uint64_t max_bytes);
+
+// A read-only, shared mapping of a whole regular file, for formats whose
+// tensors are read in place. Opening follows symlinks (a Hugging Face
+// cache is made of them) to a regular file, refusing anything else without
+// blocking (OpenRegularFile's rules on the resolved path). Errors name
+// `path`. The bytes live as long as the object; they change if another
+// process rewrites the file in place (our writers never do: they rename).
+class MappedFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(
+      const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  absl::string_view bytes() const { return {data_, size_}; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile(std::string path, const char* data, size_t size)
+      : path_(std::move(path)), data_(data), size_(size) {}
+  std::string path_;
+  const char* data_;
+  size_t size_;
+};
 
 // A unique temporary name for `final_name` in this process:
 // ".tmp-<final_name (at most 180 bytes)>-<pid>-<unique hex>".
