@@ -3,10 +3,12 @@
 // the offset and the reason.
 #include "checkpoint/interop/torch_pickle.h"
 
+#include <filesystem>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "testing/test_paths.h"
 
 namespace interop {
 namespace {
@@ -252,6 +254,22 @@ TEST(TorchPickleTest, MalformedStreamsAreRefused) {
   ExpectRefused(Proto() + "\x97.", "unsupported opcode 0x97");
   ExpectRefused("\x80\x06N.", "pickle protocol 6");
   ExpectRefused(Proto() + "0.", "pop from an empty stack");
+}
+
+// The fuzzer's seeds are data.pkl of files torch 1.13 and 2.11 wrote
+// (pt_interop.py): each must read, strictly.
+TEST(TorchPickleTest, RealTorchPicklesRead) {
+  const std::string corpus =
+      test_paths::Runfile("checkpoint/interop/testdata/pickle_corpus");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(corpus)) {
+    SCOPED_TRACE(entry.path().string());
+    absl::StatusOr<TorchPickle> result =
+        Unpickle(test_paths::ReadFile(entry.path().string()));
+    EXPECT_TRUE(result.ok()) << result.status();
+    ++files;
+  }
+  EXPECT_GE(files, 12);
 }
 
 }  // namespace
