@@ -1,6 +1,7 @@
 """Python's side of pt_interop_test: torch.save files, real and hostile.
 
   python pt_interop.py write DIR
+  python pt_interop.py check DIR NAME...   # DIR/ours-NAME.pt == DIR/NAME.pt
 
 For each NAME.pt it writes, DIR/NAME.index.json lists the tensors as our
 reader must name them (checkpoint/interop/pt_file.h) with their dtype,
@@ -226,7 +227,46 @@ def write(directory):
             z.writestr(n, payload)
 
 
+def same(a, b, path="root"):
+    """Raises unless a and b hold equal structure and bitwise-equal tensors."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), path
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert a.requires_grad == b.requires_grad, path
+        assert raw(a) == raw(b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for k in a:
+            same(a[k], b[k], "%s/%s" % (path, k))
+    elif isinstance(a, (list, tuple)):
+        assert type(a) == type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, "%s/%d" % (path, i))
+    else:
+        assert type(a) == type(b) and a == b, (path, a, b)
+
+
+def check(directory, names):
+    for name in names:
+        # Python's own file, trusted here; 2.11's weights_only cannot read
+        # the protocol-4 one ("Unsupported operand 149": FRAME).
+        theirs = torch.load(os.path.join(directory, name + ".pt"),
+                            weights_only=False)
+        path = os.path.join(directory, "ours-" + name + ".pt")
+        try:
+            ours, how = torch.load(path, weights_only=True), "weights_only"
+        except Exception as e:  # 1.13's weights_only knows no BINFLOAT
+            if "Unsupported operand 71" not in str(e):
+                raise
+            ours = torch.load(path, weights_only=False)
+            how = "full load (1.13's weights_only has no BINFLOAT)"
+        same(theirs, ours)
+        print(name, "bitwise-equal via", how)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "write":
         write(sys.argv[2])
+    elif sys.argv[1] == "check":
+        check(sys.argv[2], sys.argv[3:])
     print("torch", torch.__version__)

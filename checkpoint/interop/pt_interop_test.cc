@@ -2,13 +2,16 @@
 // matches @libtorch (Debian's 1.13, or 2.11 under --config=torch2): every
 // tensor reads back under the name, dtype and shape Python gives it, with
 // bitwise-equal bytes; hostile files are refused and run nothing.
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "checkpoint/interop/pt_file.h"
+#include "checkpoint/interop/pt_writer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "testing/test_paths.h"
@@ -145,6 +148,64 @@ TEST_F(PtInteropTest, CorruptStorageFailsItsCrc) {
   ASSERT_FALSE(file.ok());
   EXPECT_NE(file.status().message().find("CRC-32"), std::string::npos)
       << file.status();
+}
+
+// Python -> ours -> Python: each file read by PtFile and written again by
+// WritePt loads in Python (weights_only=True wherever that Python's torch
+// can) with the same structure and bitwise-equal tensors.
+TEST_F(PtInteropTest, RoundTripsThroughOurWriterAreBitwise) {
+  const std::vector<std::string> names = {"resnet18", "train_sgd", "train_adam",
+                                          "ddp",      "protocol4", "parameters",
+                                          "views",    "dtypes"};
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    absl::StatusOr<std::unique_ptr<PtFile>> file =
+        PtFile::Open(Path(name + ".pt"), {});
+    ASSERT_TRUE(file.ok()) << file.status();
+    std::deque<std::string> scratch;
+    std::vector<PtTensorData> tensors;
+    for (const TorchTensor& tensor : (*file)->pickle().tensors()) {
+      scratch.emplace_back();
+      tensors.push_back({tensor.dtype, tensor.shape,
+                         (*file)->TensorBytes(tensor, &scratch.back()),
+                         tensor.requires_grad});
+    }
+    const absl::Status written = WritePt(Path("ours-" + name + ".pt"),
+                                         (*file)->pickle().root(), tensors);
+    ASSERT_TRUE(written.ok()) << written;
+  }
+  const std::string report = test_paths::RunOrDie(
+      absl::StrCat(test_paths::TorchPython(), " ",
+                   test_paths::Runfile("checkpoint/interop/pt_interop.py"),
+                   " check ", *dir_, " ", absl::StrJoin(names, " ")));
+  for (const char* name :
+       {"resnet18", "ddp", "protocol4", "views", "dtypes", "parameters"}) {
+    EXPECT_NE(
+        report.find(absl::StrCat(name, " bitwise-equal via weights_only")),
+        std::string::npos)
+        << report;
+  }
+  EXPECT_NE(report.find("train_adam bitwise-equal"), std::string::npos)
+      << report;
+}
+
+TEST_F(PtInteropTest, WriterRefusesWhatItCannotWriteAndKeepsTheOldFile) {
+  const std::string path = Path("kept.pt");
+  test_paths::WriteFile(path, "old content");
+  PickleTree tree;
+  PickleValue* root = tree.Dict();
+  tree.Set(root, tree.String("w"), tree.Tensor(0));
+  const std::string bytes(12, '\0');
+  // 12 bytes cannot be 2x3 float32.
+  absl::Status status =
+      WritePt(path, *root,
+              {{&TorchDtypeOf(checkpoint::proto::FLOAT32), {2, 3}, bytes}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  PickleValue* opaque = tree.New(PickleValue::Kind::kOpaque);
+  tree.Set(root, tree.String("w"), opaque);
+  EXPECT_EQ(WritePt(path, *root, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(test_paths::ReadFile(path), "old content");
 }
 
 }  // namespace

@@ -19,8 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         interop::UnpickleTorch(input, options);
     if (!pickle.ok()) continue;
     for (const interop::TorchTensor& tensor : pickle->tensors()) {
-      const interop::TorchStorage& storage =
-          pickle->storages()[tensor.storage];
+      const interop::TorchStorage& storage = pickle->storages()[tensor.storage];
       if (tensor.dtype != storage.dtype) std::abort();
       const uint64_t elements = storage.bytes / tensor.dtype->itemsize;
       if (tensor.numel() == 0) continue;
@@ -30,8 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       if (last >= elements) std::abort();
     }
-    absl::StatusOr<interop::PtNames> names =
-        interop::NameContents(*pickle);
+    absl::StatusOr<interop::PtNames> names = interop::NameContents(*pickle);
     if (!names.ok()) continue;
     for (const interop::PtNamedValue& value : names->values) {
       if (interop::PythonRepr(*value.value).empty()) std::abort();

@@ -153,8 +153,7 @@ TEST(ZipArchiveTest, TorchSavedArchivesParse) {
     for (const ZipEntry& zipped : zip->entries) {
       EXPECT_EQ(zipped.data_offset % 64, 0u) << zipped.name;
       EXPECT_TRUE(CheckZipEntryCrc(zipped, absl::string_view(bytes).substr(
-                                               zipped.data_offset,
-                                               zipped.size))
+                                               zipped.data_offset, zipped.size))
                       .ok());
     }
     ++files;
