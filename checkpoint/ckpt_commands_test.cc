@@ -204,6 +204,7 @@ TEST_F(CkptCommandsTest, UsageErrorsExitTwo) {
                                              {"inspect"},
                                              {"verify", Path("a"), Path("b")},
                                              {"diff", Path("a")},
+                                             {"convert", Path("a")},
                                              {"ls"}}) {
     Result result = Run(args);
     EXPECT_EQ(result.code, 2) << absl::StrJoin(args, " ");
@@ -212,6 +213,40 @@ TEST_F(CkptCommandsTest, UsageErrorsExitTwo) {
   Result json_elsewhere = Run({"verify", Path("a")}, /*json=*/true);
   EXPECT_EQ(json_elsewhere.code, 2);
   ExpectOneErrorLine(json_elsewhere);
+  Flags convert_only;
+  convert_only.strip_prefixes = {"module."};
+  std::ostringstream out, err;
+  EXPECT_EQ(RunCkpt({"verify", Path("a")}, convert_only, out, err), 2);
+  EXPECT_THAT(err.str(), HasSubstr("apply to convert only"));
+}
+
+// Ours -> safetensors -> ours through the command, digest unchanged; a
+// corrupt source converts to nothing.
+TEST_F(CkptCommandsTest, ConvertRoundTripKeepsTheDigest) {
+  const std::string digest = Run({"digest", Path("a")}).out;
+  Result to_safetensors =
+      Run({"convert", Path("a"), Path("a_converted.safetensors")});
+  ASSERT_EQ(to_safetensors.code, 0) << to_safetensors.err;
+  EXPECT_THAT(to_safetensors.out, HasSubstr("converted checkpoint -> "
+                                            "safetensors"));
+  EXPECT_EQ(Run({"digest", Path("a_converted.safetensors")}).out, digest);
+  Result back = Run(
+      {"convert", Path("a_converted.safetensors"), Path("a_converted_back")});
+  ASSERT_EQ(back.code, 0) << back.err;
+  EXPECT_EQ(Run({"digest", Path("a_converted_back")}).out, digest);
+  EXPECT_EQ(Run({"verify", Path("a_converted_back")}).code, 0);
+  Result inspect = Run({"inspect", Path("a_converted.safetensors")});
+  EXPECT_THAT(inspect.out, HasSubstr("format          safetensors"));
+  Result diff = Run({"diff", Path("a"), Path("a_converted.safetensors")});
+  EXPECT_EQ(diff.code, 0) << diff.out;
+  Result again = Run({"convert", Path("a"), Path("a_converted.safetensors")});
+  EXPECT_EQ(again.code, 1);
+  ExpectOneErrorLine(again);
+  EXPECT_THAT(again.err, HasSubstr("already exists"));
+  Result corrupt = Run({"convert", Path("corrupt"), Path("corrupt.pt")});
+  EXPECT_EQ(corrupt.code, 1);
+  ExpectOneErrorLine(corrupt);
+  EXPECT_FALSE(std::filesystem::exists(Path("corrupt.pt")));
 }
 
 TEST_F(CkptCommandsTest, BadPathsFailWithOneLine) {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "checkpoint/ckpt_text.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "tools/base/shape.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -109,11 +111,6 @@ ElementDiff CompareElements(proto::DType dtype, absl::Span<const char> a,
   return diff;
 }
 
-uint64_t ElementCount(const proto::TensorEntry& entry) {
-  size_t element = ElementSize(entry.dtype());
-  return element == 0 ? 0 : entry.size_bytes() / element;
-}
-
 }  // namespace
 
 float HalfToFloat(uint16_t bits) {
@@ -149,66 +146,77 @@ float BFloat16ToFloat(uint16_t bits) {
   return value;
 }
 
-absl::StatusOr<DiffReport> Diff(const std::string& a, const std::string& b) {
-  ReaderOptions options;
-  options.use_mmap = true;  // Compare in place; memory stays bounded.
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader_a =
-      OpenCheckpoint(a, options);
-  if (!reader_a.ok()) return reader_a.status();
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader_b =
-      OpenCheckpoint(b, options);
-  if (!reader_b.ok()) return reader_b.status();
-  std::set<std::string> names;
-  for (const auto& entry : (*reader_a)->manifest().tensors()) {
-    names.insert(entry.name());
+absl::StatusOr<DiffReport> Diff(const std::string& a, const std::string& b,
+                                const interop::SourceOptions& options) {
+  // Compared in place from the files' mappings; memory stays bounded.
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source_a =
+      OpenSource(a, options);
+  if (!source_a.ok()) return source_a.status();
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source_b =
+      OpenSource(b, options);
+  if (!source_b.ok()) return source_b.status();
+  const interop::TensorSource& from_a = **source_a;
+  const interop::TensorSource& from_b = **source_b;
+  std::map<std::string, std::pair<int, int>> names;  // index in A, in B
+  for (size_t i = 0; i < from_a.tensors().size(); ++i) {
+    names[from_a.tensors()[i].name] = {static_cast<int>(i), -1};
   }
-  for (const auto& entry : (*reader_b)->manifest().tensors()) {
-    names.insert(entry.name());
+  for (size_t i = 0; i < from_b.tensors().size(); ++i) {
+    auto [it, inserted] =
+        names.try_emplace(from_b.tensors()[i].name, -1, static_cast<int>(i));
+    if (!inserted) it->second.second = static_cast<int>(i);
   }
   DiffReport report;
   int equal = 0, different = 0, changed = 0, only_a = 0, only_b = 0;
   absl::StrAppend(&report.text, "A: ", a, "\nB: ", b, "\n");
-  for (const std::string& name : names) {
-    const proto::TensorEntry* ea = (*reader_a)->FindTensor(name);
-    const proto::TensorEntry* eb = (*reader_b)->FindTensor(name);
-    if (eb == nullptr) {
+  std::string scratch_a, scratch_b;
+  for (const auto& [name, indices] : names) {
+    if (indices.second < 0) {
       ++only_a;
       absl::StrAppend(&report.text, "- ", name, "  only in A\n");
       continue;
     }
-    if (ea == nullptr) {
+    if (indices.first < 0) {
       ++only_b;
       absl::StrAppend(&report.text, "+ ", name, "  only in B\n");
       continue;
     }
-    if (ea->dtype() != eb->dtype()) {
+    const interop::SourceTensor& ta = from_a.tensors()[indices.first];
+    const interop::SourceTensor& tb = from_b.tensors()[indices.second];
+    if (ta.dtype != tb.dtype) {
       ++changed;
-      absl::StrAppend(&report.text, "! ", name, "  dtype ",
-                      DTypeName(ea->dtype()), " -> ", DTypeName(eb->dtype()),
-                      "\n");
+      absl::StrAppend(&report.text, "! ", name, "  dtype ", ta.dtype, " -> ",
+                      tb.dtype, "\n");
       continue;
     }
-    if (FormatShape(*ea) != FormatShape(*eb)) {
+    if (ta.shape != tb.shape) {
       ++changed;
-      absl::StrAppend(&report.text, "! ", name, "  shape ", FormatShape(*ea),
-                      " -> ", FormatShape(*eb), "\n");
+      absl::StrAppend(&report.text, "! ", name, "  shape ",
+                      base::ShapeToString(ta.shape), " -> ",
+                      base::ShapeToString(tb.shape), "\n");
       continue;
     }
-    absl::StatusOr<absl::Span<const char>> bytes_a =
-        (*reader_a)->MappedTensor(*ea);
+    absl::StatusOr<absl::string_view> bytes_a =
+        from_a.TensorBytes(indices.first, &scratch_a);
     if (!bytes_a.ok()) return bytes_a.status();
-    absl::StatusOr<absl::Span<const char>> bytes_b =
-        (*reader_b)->MappedTensor(*eb);
+    absl::StatusOr<absl::string_view> bytes_b =
+        from_b.TensorBytes(indices.second, &scratch_b);
     if (!bytes_b.ok()) return bytes_b.status();
-    // std::equal, not memcmp: a zero-size tensor's span may have no data.
-    if (std::equal(bytes_a->begin(), bytes_a->end(), bytes_b->begin(),
-                   bytes_b->end())) {
+    if (*bytes_a == *bytes_b) {
       ++equal;
       absl::StrAppend(&report.text, "= ", name, "\n");
       continue;
     }
     ++different;
-    ElementDiff diff = CompareElements(ea->dtype(), *bytes_a, *bytes_b);
+    if (!ta.checkpoint_dtype.has_value()) {
+      absl::StrAppend(&report.text, "~ ", name, "  bytes differ (", ta.dtype,
+                      " values are not compared)\n");
+      continue;
+    }
+    ElementDiff diff =
+        CompareElements(*ta.checkpoint_dtype,
+                        absl::MakeConstSpan(bytes_a->data(), bytes_a->size()),
+                        absl::MakeConstSpan(bytes_b->data(), bytes_b->size()));
     if (diff.differing == 0) {
       absl::StrAppend(&report.text, "~ ", name,
                       "  bit patterns differ, values equal (signed zeros or "
@@ -219,8 +227,9 @@ absl::StatusOr<DiffReport> Diff(const std::string& a, const std::string& b) {
                           : diff.integral
                               ? absl::StrFormat("%.0f", diff.max_abs)
                               : absl::StrFormat("%.6g", diff.max_abs);
+    size_t element = ElementSize(*ta.checkpoint_dtype);
     absl::StrAppend(&report.text, "~ ", name, "  max abs diff ", max_abs, ", ",
-                    diff.differing, " of ", ElementCount(*ea),
+                    diff.differing, " of ", ta.size_bytes / element,
                     " elements differ\n");
   }
   report.identical =

@@ -15,6 +15,7 @@
 #include "checkpoint/ckpt_text.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "tools/base/shape.h"
 
 namespace checkpoint {
 namespace ckpt {
@@ -60,13 +61,85 @@ std::string TrainingStateSummary(const proto::TrainingState& state) {
   return out;
 }
 
+// A .pt or safetensors file: what it holds, as far as the format says.
+std::string ForeignText(const interop::TensorSource& source) {
+  std::string out;
+  Line(out, "file", source.path());
+  Line(out, "format", interop::SourceFormatName(source.format()));
+  if (source.format() == interop::SourceFormat::kTorchSave) {
+    Line(out, "model key", OrDash(source.model_key()));
+    if (!source.placeholders().empty()) {
+      Line(out, "placeholders",
+           absl::StrCat("read as opaque (--lenient): ",
+                        absl::StrJoin(source.placeholders(), ", ")));
+    }
+  }
+  if (!source.values().empty()) {
+    out += "values\n";
+    for (const interop::SourceValue& value : source.values()) {
+      Line(out, absl::StrCat("  ", value.name), value.repr);
+    }
+  }
+  if (!source.metadata().empty()) {
+    out += "metadata\n";
+    for (const auto& [key, value] : source.metadata()) {
+      Line(out, absl::StrCat("  ", key), value);
+    }
+  }
+  uint64_t tensor_bytes = 0;
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "DTYPE", "SHAPE", "SIZE"}};
+  for (const interop::SourceTensor& tensor : source.tensors()) {
+    tensor_bytes += tensor.size_bytes;
+    rows.push_back({tensor.name, tensor.dtype,
+                    base::ShapeToString(tensor.shape),
+                    absl::StrCat(tensor.size_bytes)});
+  }
+  Line(out, "tensors",
+       absl::StrCat(source.tensors().size(), " (", HumanBytes(tensor_bytes),
+                    ")"));
+  absl::StrAppend(&out, FormatTable(rows, {3}, "  ", " "));
+  return out;
+}
+
+std::string ForeignJson(const interop::TensorSource& source) {
+  nlohmann::ordered_json json;
+  json["path"] = source.path();
+  json["format"] = std::string(interop::SourceFormatName(source.format()));
+  json["model_key"] = source.model_key();
+  json["placeholders"] = source.placeholders();
+  json["values"] = nlohmann::ordered_json::object();
+  for (const interop::SourceValue& value : source.values()) {
+    json["values"][value.name] = value.repr;
+  }
+  json["metadata"] = source.metadata();
+  uint64_t total = 0;
+  json["tensors"] = nlohmann::ordered_json::array();
+  for (const interop::SourceTensor& tensor : source.tensors()) {
+    total += tensor.size_bytes;
+    json["tensors"].push_back({{"name", tensor.name},
+                               {"dtype", tensor.dtype},
+                               {"shape", tensor.shape},
+                               {"size_bytes", tensor.size_bytes}});
+  }
+  json["tensor_count"] = source.tensors().size();
+  json["tensor_bytes"] = total;
+  return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
+}
+
 }  // namespace
 
-absl::StatusOr<std::string> InspectText(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-      OpenCheckpoint(path);
-  if (!reader.ok()) return reader.status();
-  const proto::Manifest& manifest = (*reader)->manifest();
+absl::StatusOr<std::string> InspectText(
+    const std::string& path, const interop::SourceOptions& source_options) {
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
+      OpenSource(path, source_options);
+  if (!source.ok()) return source.status();
+  if ((*source)->format() != interop::SourceFormat::kCheckpoint) {
+    return ForeignText(**source);
+  }
+  const CheckpointReader* reader = (*source)->checkpoint();
+  const proto::Manifest& manifest = reader->manifest();
   const proto::Metadata& metadata = manifest.metadata();
   std::string out;
 
@@ -155,11 +228,16 @@ absl::StatusOr<std::string> InspectText(const std::string& path) {
   return out;
 }
 
-absl::StatusOr<std::string> InspectJson(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
-      OpenCheckpoint(path);
-  if (!reader.ok()) return reader.status();
-  const proto::Manifest& manifest = (*reader)->manifest();
+absl::StatusOr<std::string> InspectJson(
+    const std::string& path, const interop::SourceOptions& source_options) {
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
+      OpenSource(path, source_options);
+  if (!source.ok()) return source.status();
+  if ((*source)->format() != interop::SourceFormat::kCheckpoint) {
+    return ForeignJson(**source);
+  }
+  const CheckpointReader* reader = (*source)->checkpoint();
+  const proto::Manifest& manifest = reader->manifest();
   const proto::Metadata& metadata = manifest.metadata();
   nlohmann::ordered_json json;
   json["path"] = path;

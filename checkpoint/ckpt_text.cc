@@ -88,6 +88,22 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(
   return reader;
 }
 
+absl::StatusOr<std::unique_ptr<interop::TensorSource>> OpenSource(
+    const std::string& path, const interop::SourceOptions& options) {
+  if (!Exists(path)) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": no such file or directory"));
+  }
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
+      interop::TensorSource::Open(path, options);
+  if (!source.ok() && IsDirectory(path)) {
+    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+        OpenCheckpoint(path);
+    if (!reader.ok()) return reader.status();
+  }
+  return source;
+}
+
 std::string CreatedTime(int64_t unix_micros) {
   if (unix_micros <= 0) return "-";
   std::time_t seconds = static_cast<std::time_t>(unix_micros / 1000000);

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/manifest.pb.h"
 #include "checkpoint/reader.h"
 
@@ -37,6 +38,11 @@ bool Exists(const std::string& path);
 // Opens a checkpoint with messages that say what the user got wrong.
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(
     const std::string& path, ReaderOptions options = {});
+
+// Opens any checkpoint (interop/tensor_source.h), with OpenCheckpoint's
+// messages when a directory is not one of ours.
+absl::StatusOr<std::unique_ptr<interop::TensorSource>> OpenSource(
+    const std::string& path, const interop::SourceOptions& options);
 
 // "2026-12-02 15:04:05.123456 UTC", or "-" when unset.
 std::string CreatedTime(int64_t unix_micros);

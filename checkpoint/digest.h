@@ -18,14 +18,45 @@
 #ifndef CHECKPOINT_DIGEST_H_
 #define CHECKPOINT_DIGEST_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "checkpoint/reader.h"
+
+struct XXH3_state_s;  // <xxhash.h>
 
 namespace checkpoint {
 
 absl::StatusOr<std::string> TensorDigest(const CheckpointReader& reader);
+
+// The same digest over tensors from anywhere (a .pt or safetensors file:
+// checkpoint/interop/tensor_source.h), so that the same tensors give the
+// same digest whichever format holds them. Feed `count` tensors in
+// ascending name order: Begin, then the tensor's bytes in any number of
+// Update calls. A dtype our format lacks is passed as DTYPE_UNSPECIFIED
+// with its PyTorch name in `other_dtype` ("uint16").
+class TensorDigester {
+ public:
+  explicit TensorDigester(uint64_t count);
+  ~TensorDigester();
+  TensorDigester(const TensorDigester&) = delete;
+  TensorDigester& operator=(const TensorDigester&) = delete;
+
+  void Begin(absl::string_view name, proto::DType dtype,
+             absl::string_view other_dtype, absl::Span<const int64_t> shape,
+             uint64_t size_bytes);
+  void Update(absl::Span<const char> bytes);
+  // 32 lowercase hex digits.
+  std::string Finish() const;
+
+ private:
+  void U64(uint64_t value);
+  void String(absl::string_view value);
+  ::XXH3_state_s* state_;
+};
 
 }  // namespace checkpoint
 
