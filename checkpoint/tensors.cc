@@ -1,6 +1,7 @@
 #include "checkpoint/tensors.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/library_versions.h"
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
@@ -192,8 +194,108 @@ absl::Status CheckDevice(const torch::Device& device) {
   return absl::OkStatus();
 }
 
+// Phase 2 of a load, in order: the first error wins; then casts and device
+// moves of the CPU tensors `cpu` named `names`.
+absl::Status FinishLoad(const std::vector<std::string>& names,
+                        std::vector<torch::Tensor>& cpu,
+                        const std::vector<absl::Status>& errors,
+                        const LoadOptions& options, CheckpointState* state) {
+  const int count = static_cast<int>(cpu.size());
+  for (int i = 0; i < count; ++i) {
+    if (!errors[i].ok()) return errors[i];
+  }
+  for (int i = 0; i < count; ++i) {
+    const torch::Dtype saved_dtype = cpu[i].scalar_type();
+    torch::Dtype dtype = saved_dtype;
+    if (options.dtype && torch::isFloatingType(dtype) &&
+        !IsTrainingStateName(names[i])) {
+      dtype = *options.dtype;
+    }
+    if (options.device.is_cpu() && dtype == saved_dtype) {
+      state->tensors.emplace_back(names[i], std::move(cpu[i]));
+    } else {
+      // copy=true: never a view of the read-only mapping.
+      state->tensors.emplace_back(
+          names[i], cpu[i].to(options.device, dtype,
+                              /*non_blocking=*/false, /*copy=*/true));
+      cpu[i] = torch::Tensor();
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A .pt/.ckpt or safetensors file (interop/tensor_source.h): its tensors
+// under the project's names, its values in the metadata. Integrity is what
+// the format allows (TensorSource::Verify); nothing in it is executed.
+absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
+                                                   const LoadOptions& options) {
+  interop::SourceOptions source_options;
+  source_options.lenient = options.lenient;
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> opened =
+      interop::TensorSource::Open(path, source_options);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<const interop::TensorSource> source = *std::move(opened);
+  CheckpointState state;
+  state.metadata = interop::ForeignMetadata(*source);
+  const size_t count = source->tensors().size();
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> cpu(count);
+  std::vector<absl::Status> errors(count);
+  for (const interop::SourceTensor& tensor : source->tensors()) {
+    names.push_back(tensor.name);
+  }
+  ParallelFor(count, ThreadCount(options.num_threads), [&](size_t i) {
+    const interop::SourceTensor& tensor = source->tensors()[i];
+    const std::string context = absl::StrCat("tensor '", tensor.name, "'");
+    std::optional<torch::Dtype> dtype;
+    if (tensor.checkpoint_dtype)
+      dtype = FromProtoDType(*tensor.checkpoint_dtype);
+    if (tensor.dtype == "complex64") dtype = torch::kComplexFloat;
+    if (tensor.dtype == "complex128") dtype = torch::kComplexDouble;
+    if (!dtype) {
+      errors[i] = absl::FailedPreconditionError(absl::StrCat(
+          context, ": dtype ", tensor.dtype,
+          " is not supported by LoadCheckpoint (convert or drop it with "
+          "`ckpt convert --rename`)"));
+      return;
+    }
+    try {
+      std::string scratch;
+      absl::StatusOr<absl::string_view> bytes =
+          source->TensorBytes(i, &scratch);
+      if (!bytes.ok()) {
+        errors[i] = Annotate(bytes.status(), context);
+        return;
+      }
+      const auto cpu_options = torch::TensorOptions().dtype(*dtype);
+      if (options.use_mmap && scratch.empty() && !bytes->empty() &&
+          reinterpret_cast<uintptr_t>(bytes->data()) %
+                  c10::elementSize(*dtype) ==
+              0) {
+        // The deleter holds the file's mapping.
+        cpu[i] = torch::from_blob(
+            const_cast<char*>(bytes->data()), tensor.shape, [source](void*) {},
+            cpu_options);
+      } else {
+        cpu[i] = torch::empty(tensor.shape, cpu_options);
+        if (!bytes->empty()) {
+          std::memcpy(cpu[i].data_ptr(), bytes->data(), bytes->size());
+        }
+      }
+    } catch (const std::exception& error) {
+      errors[i] = FromException(context, error);
+    }
+  });
+  RETURN_IF_ERROR(FinishLoad(names, cpu, errors, options, &state));
+  return state;
+}
+
 absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     const std::string& path, const LoadOptions& options) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) == 0 && !S_ISDIR(info.st_mode)) {
+    return LoadForeignOrThrow(path, options);
+  }
   ReaderOptions reader_options;
   reader_options.verify_checksums = options.verify_checksums;
   reader_options.use_mmap = options.use_mmap;
@@ -248,28 +350,12 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
       errors[i] = FromException(context, error);
     }
   });
-  // Phase 2, in order: the first error wins; then casts and device moves.
-  for (int i = 0; i < count; ++i) {
-    if (!errors[i].ok()) return errors[i];
+  std::vector<std::string> names;
+  names.reserve(count);
+  for (const proto::TensorEntry& entry : manifest.tensors()) {
+    names.push_back(entry.name());
   }
-  for (int i = 0; i < count; ++i) {
-    const proto::TensorEntry& entry = manifest.tensors(i);
-    const torch::Dtype saved_dtype = cpu[i].scalar_type();
-    torch::Dtype dtype = saved_dtype;
-    if (options.dtype && torch::isFloatingType(dtype) &&
-        !IsTrainingStateName(entry.name())) {
-      dtype = *options.dtype;
-    }
-    if (options.device.is_cpu() && dtype == saved_dtype) {
-      state.tensors.emplace_back(entry.name(), std::move(cpu[i]));
-    } else {
-      // copy=true: never a view of the read-only mapping.
-      state.tensors.emplace_back(
-          entry.name(), cpu[i].to(options.device, dtype,
-                                  /*non_blocking=*/false, /*copy=*/true));
-      cpu[i] = torch::Tensor();
-    }
-  }
+  RETURN_IF_ERROR(FinishLoad(names, cpu, errors, options, &state));
   return state;
 }
 

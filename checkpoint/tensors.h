@@ -72,6 +72,11 @@ struct LoadOptions {
   // Check each tensor's XXH3 as it is read (with mmap: when the view is
   // created, which reads the whole tensor once).
   bool verify_checksums = true;
+  // .pt/.ckpt files: unknown Python classes in a training dict's extras
+  // (a Lightning checkpoint's hyper-parameters) become placeholders instead
+  // of refusing the file (interop/torch_pickle.h). Nothing is executed
+  // either way.
+  bool lenient = false;
   // Tensors are read (and verified) on this many threads; 0 means the
   // number of hardware threads, at most 8. Reading is bound by page
   // faults, memory bandwidth and hashing more than by one disk stream.
@@ -79,10 +84,19 @@ struct LoadOptions {
 };
 
 // Loads every tensor, the metadata and the training state of the
-// checkpoint at `path`. Errors: those of CheckpointReader::Open (kNotFound,
-// kDataLoss, ...), kFailedPrecondition for a CUDA device without CUDA or
-// with too few GPUs, kInvalidArgument for another device type or a
-// non-floating dtype.
+// checkpoint at `path`, recognised by content: our checkpoint directory, or
+// a file PyTorch users have (a torch.save .pt/.pth, a Lightning .ckpt, a
+// safetensors file; checkpoint/interop/tensor_source.h), read without
+// Python and without executing anything. A foreign file's tensors get the
+// project's names (a training dict's model state_dict by its keys, the rest
+// by "/" paths such as "optimizer/state/0/exp_avg"), its plain values go to
+// metadata.user as "python/<name>" (interop::ForeignMetadata), and it has
+// no training state; its integrity is what its format can check (CRC-32
+// for .pt, layout only for safetensors). Errors: those of
+// CheckpointReader::Open or TensorSource::Open (kNotFound, kDataLoss, ...),
+// kFailedPrecondition for a CUDA device without CUDA or with too few GPUs
+// or a dtype LibTorch cannot hold here, kInvalidArgument for another device
+// type or a non-floating dtype.
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
                                                const LoadOptions& options = {});
 

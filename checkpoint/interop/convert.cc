@@ -113,24 +113,17 @@ absl::Status WriteOurs(const TensorSource& source,
           "it names tensors, and names were changed or dropped");
     }
   } else {
-    for (const auto& [key, text] : source.metadata()) {
-      (*metadata->mutable_user())[absl::StrCat("safetensors/", key)] = text;
+    *metadata = ForeignMetadata(source);
+    if (values.empty()) {  // model_only: the file's values stay behind
+      for (const SourceValue& value : source.values()) {
+        metadata->mutable_user()->erase(absl::StrCat("python/", value.name));
+      }
+      metadata->clear_progress();
     }
   }
   metadata->mutable_producer()->set_tool("ckpt convert");
   metadata->mutable_producer()->set_version(project::kVersion);
   (*metadata->mutable_user())["converted_from"] = source.path();
-  for (const SourceValue* value : values) {
-    (*metadata->mutable_user())[absl::StrCat("python/", value->name)] =
-        value->repr;
-    if (value->kind == SourceValue::Kind::kInt && value->name == "epoch") {
-      metadata->mutable_progress()->set_epoch(value->integer);
-    }
-    if (value->kind == SourceValue::Kind::kInt &&
-        value->name == "global_step") {
-      metadata->mutable_progress()->set_global_step(value->integer);
-    }
-  }
   for (const Planned& tensor : planned) {
     const SourceTensor& from = source.tensors()[tensor.index];
     RETURN_IF_ERROR(writer->AddTensor(

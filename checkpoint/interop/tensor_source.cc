@@ -279,4 +279,24 @@ absl::StatusOr<std::string> TensorSource::Digest() const {
   return digester.Finish();
 }
 
+checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source) {
+  checkpoint::proto::Metadata metadata;
+  auto& user = *metadata.mutable_user();
+  if (source.format() == SourceFormat::kSafetensors) {
+    for (const auto& [key, text] : source.metadata()) {
+      user[absl::StrCat("safetensors/", key)] = text;
+    }
+  }
+  for (const SourceValue& value : source.values()) {
+    user[absl::StrCat("python/", value.name)] = value.repr;
+    if (value.kind != SourceValue::Kind::kInt) continue;
+    if (value.name == "epoch") {
+      metadata.mutable_progress()->set_epoch(value.integer);
+    } else if (value.name == "global_step") {
+      metadata.mutable_progress()->set_global_step(value.integer);
+    }
+  }
+  return metadata;
+}
+
 }  // namespace interop

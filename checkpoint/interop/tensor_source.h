@@ -152,6 +152,12 @@ class TensorSource {
   std::unique_ptr<Formats> formats_;  // the .pt or safetensors file
 };
 
+// What our checkpoint's metadata can say of a foreign file: its values as
+// user["python/<name>"] (their Python text), integer "epoch" and
+// "global_step" also as progress, safetensors metadata as
+// user["safetensors/<key>"]. Used by `ckpt convert` and LoadCheckpoint.
+checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source);
+
 }  // namespace interop
 
 #endif  // CHECKPOINT_INTEROP_TENSOR_SOURCE_H_

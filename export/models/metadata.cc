@@ -148,7 +148,10 @@ absl::Status ReadNumberOrList(const Json& value, absl::string_view field,
 absl::Status ReadNormalization(const Object& document,
                                ModelMetadata* metadata) {
   const Json* normalization = document.Find("normalization");
-  if (normalization == nullptr) return absl::OkStatus();
+  // null: the model takes its inputs as they are.
+  if (normalization == nullptr || normalization->is_null()) {
+    return absl::OkStatus();
+  }
   if (!normalization->is_object() || !normalization->contains("mean") ||
       !normalization->contains("std")) {
     return FieldError("normalization",
@@ -244,6 +247,12 @@ std::string ModelMetadataJson(const ModelMetadata& metadata) {
                  {"mode", metadata.monitored->mode},
                  {"value", metadata.monitored->value}};
   }
+  ordered_json normalization = nullptr;
+  if (!metadata.normalization_mean.empty() ||
+      !metadata.normalization_std.empty()) {
+    normalization = {{"mean", metadata.normalization_mean},
+                     {"std", metadata.normalization_std}};
+  }
   ordered_json document = {
       {"schema_version", kMetadataSchemaVersion},
       {"source_checkpoint",
@@ -263,9 +272,7 @@ std::string ModelMetadataJson(const ModelMetadata& metadata) {
       {"class_labels", metadata.class_labels},
       {"input_shape", metadata.input_shape},
       {"input_dtype", metadata.input_dtype},
-      {"normalization",
-       {{"mean", metadata.normalization_mean},
-        {"std", metadata.normalization_std}}},
+      {"normalization", normalization},
       {"output", metadata.output},
       {"architecture",
        {{"name", metadata.architecture_name},

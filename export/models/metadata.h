@@ -24,6 +24,7 @@
 //     "input_shape": [1, 28, 28],           // one example, no batch dim
 //     "input_dtype": "float32",
 //     "normalization": {"mean": [0.286], "std": [0.353]},
+//                                           // or null (inputs as they are);
 //                                           // one value or one per channel,
 //                                           // applied as (x / 255 - mean) /
 //                                           std
