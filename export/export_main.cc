@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "checkpoint/interop/name_rule_flags.h"
 #include "checkpoint/interop/name_rules.h"
 #include "export/exporter.h"
 #include "export/models/metadata.h"
@@ -34,16 +35,6 @@ ABSL_FLAG(std::string, architecture, "",
           "Your own model: a scripted (not frozen) TorchScript module file, "
           "torch.jit.script(model).save(path). Default: the built-in "
           "architecture the checkpoint records.");
-ABSL_FLAG(std::vector<std::string>, strip_prefix, {},
-          "Prefixes removed from the front of checkpoint tensor names, in "
-          "order (module.,_orig_mod.,model.).");
-ABSL_FLAG(std::string, add_prefix, "",
-          "Prefix put in front of checkpoint tensor names.");
-ABSL_FLAG(std::string, rename, "",
-          "A JSON file {\"checkpoint name\": \"module name\" or null}.");
-ABSL_FLAG(bool, lenient, false,
-          "Read .pt/.ckpt files whose extras pickle unknown Python classes "
-          "(a Lightning checkpoint's hyper-parameters) as placeholders.");
 ABSL_FLAG(std::vector<std::string>, input_shape, {},
           "One example's input shape without the batch dimension, e.g. "
           "3,224,224 (required with --architecture).");
@@ -148,12 +139,13 @@ int Main(int argc, char** argv) {
   options.probe_seed = absl::GetFlag(FLAGS_probe_seed);
   options.parity_tolerance = absl::GetFlag(FLAGS_tolerance);
   options.architecture_path = UserPath(absl::GetFlag(FLAGS_architecture));
-  options.name_rules.strip_prefixes = absl::GetFlag(FLAGS_strip_prefix);
-  options.name_rules.add_prefix = absl::GetFlag(FLAGS_add_prefix);
-  options.lenient = absl::GetFlag(FLAGS_lenient);
-  if (!absl::GetFlag(FLAGS_rename).empty()) {
+  const interop::NameRuleFlags names = interop::GetNameRuleFlags();
+  options.name_rules.strip_prefixes = names.strip_prefixes;
+  options.name_rules.add_prefix = names.add_prefix;
+  options.lenient = names.lenient;
+  if (!names.rename_file.empty()) {
     absl::StatusOr<std::map<std::string, std::optional<std::string>>> mapping =
-        interop::ReadNameMapping(UserPath(absl::GetFlag(FLAGS_rename)));
+        interop::ReadNameMapping(UserPath(names.rename_file));
     ExitIfFailed(mapping.status());
     options.name_rules.mapping = *std::move(mapping);
   }
