@@ -14,6 +14,10 @@ of the files `ckpt convert` writes.
                       hyper_parameters pickled as a class of this script
                       (Lightning's AttributeDict is one), so a strict reader
                       must refuse it and a lenient one must read its tensors.
+  pl.ckpt, pl_model.pt where PyPI's pytorch-lightning imports (the torch2
+                      build): a real Lightning checkpoint from
+                      Trainer.save_checkpoint after two Adam steps, and its
+                      inner model's state_dict
 `check` loads OURS (.pt with weights_only=True where this torch can, or
 .safetensors) and REFERENCE (trusted, Python's own) and fails unless their
 tensors are bitwise equal under the same names (REFERENCE's names with
@@ -69,6 +73,40 @@ def write(directory):
     }, os.path.join(directory, "lightning.ckpt"))
 
 
+def write_lightning(directory):
+    try:
+        import pytorch_lightning as pl
+    except ImportError:
+        return  # Debian's torch 1.13 build: no Lightning
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Classifier(pl.LightningModule):
+        def __init__(self, lr=1e-3, hidden=8):
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, 2))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(16, 4),
+                                    torch.randint(0, 2, (16,))), batch_size=8)
+    module = Classifier()
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, data)
+    trainer.save_checkpoint(os.path.join(directory, "pl.ckpt"))
+    torch.save(module.model.state_dict(),
+               os.path.join(directory, "pl_model.pt"))
+
+
 def load(path):
     if path.endswith(".safetensors"):
         return load_file(path), "safetensors load_file"
@@ -117,6 +155,7 @@ def check(directory, ours, reference, strip):
 if __name__ == "__main__":
     if sys.argv[1] == "write":
         write(sys.argv[2])
+        write_lightning(sys.argv[2])
     else:
         strip = ""
         for arg in sys.argv[5:]:

@@ -96,7 +96,14 @@ def _libtorch_impl(repository_ctx):
     interop_site = str(repository_ctx.path(
         Label("//third_party/python_interop:requirements.txt"),
     ).dirname) + "/site"
-    python_path = ":".join([p for p in [python_path, interop_site] if p])
+    # Under torch2, pytorch-lightning too (third_party/lightning; it needs
+    # torch 2.x, so Debian's 1.13 build goes without).
+    lightning_site = ""
+    if python_path and home.endswith("third_party/torch2/site/torch"):
+        lightning_site = str(repository_ctx.path(
+            Label("//third_party/lightning:requirements.txt"),
+        ).dirname) + "/site"
+    python_path = ":".join([p for p in [python_path, interop_site, lightning_site] if p])
     repository_ctx.file("python", "\n".join([
         "#!/bin/sh",
         "# Python with the torch that matches @libtorch.",
