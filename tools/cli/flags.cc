@@ -11,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -27,6 +28,18 @@ bool IsUsageFlag(absl::string_view name) {
   return name == "help" || name == "helpfull" || name == "helpshort" ||
          name == "helppackage" || name == "version" ||
          name == "only_check_args";
+}
+
+// --help lists the flags defined in the program's own file (abseil's
+// default: "run_main.cc" for `run`) and in shared flag libraries, files
+// named "*_flags.cc" that several tools link (the name-rule flags of `ckpt`
+// and `export`, say).
+bool IsHelpFlagFile(absl::string_view file) {
+  absl::string_view stem = file.substr(file.rfind('/') + 1);
+  stem = stem.substr(0, stem.find('.'));
+  const std::string& program = ProgramName();
+  return stem == program || stem == program + "_main" ||
+         stem == program + "-main" || absl::EndsWith(stem, "_flags");
 }
 
 }  // namespace
@@ -89,6 +102,10 @@ std::vector<std::string> ParseFlagsOrExit(int argc, char** argv,
     ProgramName() = std::string(program);
   }
   absl::SetProgramUsageMessage(usage);
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = IsHelpFlagFile;
+  config.contains_helpshort_flags = IsHelpFlagFile;
+  absl::SetFlagsUsageConfig(config);
   if (absl::Status status = ValidateFlags(argc, argv); !status.ok()) {
     ExitWithError(status.message());
   }
