@@ -10,8 +10,9 @@
 //   - torch.save values (a training dict's "epoch", "best_acc", optimizer
 //     hyper-parameters): into a .pt as the same nested dicts; into our
 //     checkpoint as metadata.user["python/<name>"] (their Python text), with
-//     integer "epoch" and "global_step" also as progress; into safetensors
-//     as `__metadata__` text.
+//     integer "epoch" and "global_step" also as progress (and from there
+//     back into a .pt, typed again: None, bool, int, float, str); into
+//     safetensors as `__metadata__` text.
 //   - Our checkpoint's metadata and training state: kept when converting to
 //     our format and no tensor was renamed or dropped (the training state
 //     refers to tensors by name); otherwise reported as dropped.

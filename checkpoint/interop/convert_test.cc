@@ -129,7 +129,19 @@ TEST_F(ConvertTest, TrainingDictKeepsOptimizerStateAndCounters) {
   // And back to Python: model and Adam state bitwise-equal.
   report = Convert(Path("train_ours"), Path("train_back.pt"), {});
   ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->values_kept, values);
   ExpectPythonReadsSame("train_back.pt", "train.pt");
+  absl::StatusOr<std::unique_ptr<TensorSource>> back =
+      TensorSource::Open(Path("train_back.pt"), {});
+  ASSERT_TRUE(back.ok()) << back.status();
+  std::map<std::string, std::string> reprs;
+  for (const SourceValue& value : (*back)->values()) {
+    reprs[value.name] = value.repr;
+  }
+  EXPECT_EQ(reprs["epoch"], "3");
+  EXPECT_EQ(reprs["best_acc"], "0.9125");
+  EXPECT_EQ(reprs["optimizer/param_groups/0/amsgrad"], "False");
+  EXPECT_EQ((*back)->model_key(), "model");
   // .pt to .pt keeps the values too.
   report = Convert(Path("train.pt"), Path("train_copy.pt"), {});
   ASSERT_TRUE(report.ok()) << report.status();

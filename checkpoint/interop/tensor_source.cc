@@ -9,7 +9,9 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "checkpoint/digest.h"
 #include "checkpoint/interop/pt_file.h"
 #include "checkpoint/interop/safetensors.h"
@@ -103,6 +105,36 @@ SourceValue ToSourceValue(std::string name, const PickleValue& value) {
   return out;
 }
 
+// The inverse of PythonRepr for what ForeignMetadata keeps of a training
+// dict's values in our checkpoint (user["python/<name>"]): None, bools,
+// 64-bit ints, floats and strings come back typed; anything else does not.
+std::optional<SourceValue> ParsePythonRepr(std::string name,
+                                           const std::string& repr) {
+  SourceValue value;
+  value.name = std::move(name);
+  value.repr = repr;
+  if (repr == "None") {
+    value.kind = SourceValue::Kind::kNone;
+  } else if (repr == "True" || repr == "False") {
+    value.kind = SourceValue::Kind::kBool;
+    value.integer = repr == "True";
+  } else if (absl::SimpleAtoi(repr, &value.integer)) {
+    value.kind = SourceValue::Kind::kInt;
+  } else if (repr.size() >= 2 && repr.front() == '\'' && repr.back() == '\'') {
+    value.kind = SourceValue::Kind::kString;
+    value.text = repr.substr(1, repr.size() - 2);
+  } else if (repr.find_first_of(".eni") != std::string::npos &&
+             absl::SimpleAtod(repr, &value.number)) {
+    value.kind = SourceValue::Kind::kFloat;
+  } else {
+    return std::nullopt;
+  }
+  return value;
+}
+
+constexpr char kPythonValuePrefix[] = "python/";
+constexpr char kModelKeyField[] = "torch.save/model_key";
+
 }  // namespace
 
 struct TensorSource::Formats {
@@ -148,6 +180,18 @@ absl::StatusOr<std::unique_ptr<TensorSource>> TensorSource::Open(
     }
     source->metadata_.insert(manifest.metadata().user().begin(),
                              manifest.metadata().user().end());
+    if (auto it = source->metadata_.find(kModelKeyField);
+        it != source->metadata_.end()) {
+      source->model_key_ = it->second;
+    }
+    // Values a training dict brought with it (`ckpt convert`), in order.
+    for (const auto& [key, repr] : source->metadata_) {
+      absl::string_view name = key;
+      if (!absl::ConsumePrefix(&name, kPythonValuePrefix)) continue;
+      std::optional<SourceValue> value =
+          ParsePythonRepr(std::string(name), repr);
+      if (value.has_value()) source->values_.push_back(*std::move(value));
+    }
   } else {
     ASSIGN_OR_RETURN(std::string start, FileStart(path, 9));
     // safetensors before the pickle byte: a header length's low byte may
@@ -287,8 +331,9 @@ checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source) {
       user[absl::StrCat("safetensors/", key)] = text;
     }
   }
+  if (!source.model_key().empty()) user[kModelKeyField] = source.model_key();
   for (const SourceValue& value : source.values()) {
-    user[absl::StrCat("python/", value.name)] = value.repr;
+    user[absl::StrCat(kPythonValuePrefix, value.name)] = value.repr;
     if (value.kind != SourceValue::Kind::kInt) continue;
     if (value.name == "epoch") {
       metadata.mutable_progress()->set_epoch(value.integer);

@@ -107,14 +107,17 @@ class TensorSource {
   const std::vector<SourceTensor>& tensors() const { return tensors_; }
   // The tensor named `name`, or null.
   const SourceTensor* Find(absl::string_view name) const;
-  // torch.save: the training dict's values that are not tensors.
+  // torch.save: the training dict's values that are not tensors. Ours: the
+  // ones `ckpt convert` kept in metadata.user["python/<name>"], typed again
+  // (None, bool, int, float, str), so that they return to a .pt.
   const std::vector<SourceValue>& values() const { return values_; }
   // safetensors: `__metadata__`; ours: metadata.user.
   const std::map<std::string, std::string>& metadata() const {
     return metadata_;
   }
   // torch.save: the training dict's model key ("state_dict", "model"), or
-  // empty; and the Python classes read as placeholders (lenient).
+  // empty (ours: the one ForeignMetadata kept); and the Python classes read
+  // as placeholders (lenient).
   const std::string& model_key() const { return model_key_; }
   const std::vector<std::string>& placeholders() const { return placeholders_; }
   // Our checkpoint's reader (opened with mmap), or null for other formats.
@@ -154,8 +157,10 @@ class TensorSource {
 
 // What our checkpoint's metadata can say of a foreign file: its values as
 // user["python/<name>"] (their Python text), integer "epoch" and
-// "global_step" also as progress, safetensors metadata as
-// user["safetensors/<key>"]. Used by `ckpt convert` and LoadCheckpoint.
+// "global_step" also as progress, a training dict's model key as
+// user["torch.save/model_key"], safetensors metadata as
+// user["safetensors/<key>"]; TensorSource reads the values and the model
+// key back from our checkpoint. Used by `ckpt convert` and LoadCheckpoint.
 checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source);
 
 }  // namespace interop
