@@ -70,6 +70,12 @@ TEST_F(ConvertTest, FormatsAreRecognisedByContentNotName) {
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_EQ((*source)->format(), SourceFormat::kTorchSave);
   EXPECT_EQ((*source)->tensors().size(), 9u);
+  // A Hugging Face cache is made of symlinks to blobs.
+  std::filesystem::create_symlink(Path("model.safetensors"),
+                                  Path("linked.safetensors"));
+  source = TensorSource::Open(Path("linked.safetensors"), {});
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ((*source)->format(), SourceFormat::kSafetensors);
 }
 
 TEST_F(ConvertTest, SameTensorsSameDigestInEveryFormat) {

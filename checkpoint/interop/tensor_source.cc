@@ -1,8 +1,6 @@
 #include "checkpoint/interop/tensor_source.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -44,28 +42,6 @@ std::string TorchNameOfSafetensorsDtype(const SafetensorsEntry& entry) {
     if (entry.dtype == safetensors) return torch;
   }
   return entry.dtype;
-}
-
-// The first bytes of a regular file, without blocking on a FIFO.
-absl::StatusOr<std::string> FileStart(const std::string& path, size_t bytes) {
-  uint64_t size = 0;
-  ASSIGN_OR_RETURN(int fd, base::OpenRegularFile(AT_FDCWD, path, path, &size));
-  std::string start(std::min<uint64_t>(bytes, size), '\0');
-  size_t done = 0;
-  while (done < start.size()) {
-    ssize_t got = ::pread(fd, start.data() + done, start.size() - done, done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      absl::Status status = got < 0 ? base::ErrnoToStatus(errno, "read", path)
-                                    : absl::DataLossError(absl::StrCat(
-                                          path, ": file shrank while read"));
-      ::close(fd);
-      return status;
-    }
-    done += static_cast<size_t>(got);
-  }
-  ::close(fd);
-  return start;
 }
 
 bool LooksLikeSafetensors(absl::string_view start) {
@@ -193,7 +169,12 @@ absl::StatusOr<std::unique_ptr<TensorSource>> TensorSource::Open(
       if (value.has_value()) source->values_.push_back(*std::move(value));
     }
   } else {
-    ASSIGN_OR_RETURN(std::string start, FileStart(path, 9));
+    // The file's first bytes, through a mapping that follows symlinks (a
+    // Hugging Face cache is made of them) and refuses FIFOs without
+    // blocking; the format's own reader maps it again.
+    ASSIGN_OR_RETURN(std::unique_ptr<base::MappedFile> file,
+                     base::MappedFile::Open(path));
+    const absl::string_view start = file->bytes().substr(0, 9);
     // safetensors before the pickle byte: a header length's low byte may
     // be 0x80.
     if (LooksLikeSafetensors(start) && !LooksLikeZip(start)) {
