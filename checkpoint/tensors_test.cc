@@ -4,10 +4,12 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "checkpoint/interop/convert.h"
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -388,6 +390,60 @@ TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
       ExpectSameTensors(state.tensors, loaded->tensors);
     }
   }
+}
+
+}  // namespace
+}  // namespace checkpoint
+
+namespace checkpoint {
+namespace {
+
+// LoadCheckpoint takes a torch.save file or a safetensors file as well, by
+// content: the same tensors, copied or as views of the file.
+TEST(LoadForeignTest, PtAndSafetensorsLoadTheSameTensorsAsOurs) {
+  CheckpointState state = MixedState();
+  state.tensors.emplace_back("optimizer/state/0/exp_avg", torch::ones({3}));
+  const std::string ours = UniqueTempPath("foreign_ours");
+  ASSERT_TRUE(SaveCheckpoint(ours, state).ok());
+  for (const char* suffix : {".pt", ".safetensors", ".bin"}) {
+    SCOPED_TRACE(suffix);
+    const std::string file = UniqueTempPath("foreign") + suffix;
+    absl::StatusOr<interop::ConvertReport> converted =
+        interop::Convert(ours, file, {});
+    ASSERT_TRUE(converted.ok()) << converted.status();
+    for (bool use_mmap : {false, true}) {
+      LoadOptions options;
+      options.use_mmap = use_mmap;
+      absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(file, options);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      ASSERT_EQ(loaded->tensors.size(), state.tensors.size());
+      std::map<std::string, torch::Tensor> by_name(loaded->tensors.begin(),
+                                                   loaded->tensors.end());
+      for (const auto& [name, tensor] : state.tensors) {
+        ASSERT_EQ(by_name.count(name), 1u) << name;
+        EXPECT_TRUE(SameTensor(by_name[name], tensor)) << name;
+      }
+    }
+    // A cast applies to model tensors only, as for our checkpoints.
+    LoadOptions cast;
+    cast.dtype = torch::kFloat64;
+    absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(file, cast);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    for (const auto& [name, tensor] : loaded->tensors) {
+      if (name == "float32") {
+        EXPECT_EQ(tensor.scalar_type(), torch::kFloat64);
+      }
+      if (name == "optimizer/state/0/exp_avg") {
+        EXPECT_EQ(tensor.scalar_type(), torch::kFloat32);
+      }
+    }
+  }
+  // Not a checkpoint of any kind: one clear error, by content.
+  const std::string text = UniqueTempPath("foreign.pt");
+  test_paths::WriteFile(text, "hello\n");
+  absl::StatusOr<CheckpointState> refused = LoadCheckpoint(text, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("not a checkpoint"));
 }
 
 }  // namespace
