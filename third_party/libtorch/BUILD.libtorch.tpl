@@ -22,5 +22,15 @@ cc_library(
     linkopts = %{linkopts},
 )
 
+# c10d's Gloo process group, where this LibTorch's Gloo headers are at hand
+# (Debian's build with libgloo-dev); empty otherwise. CKPT_WITH_GLOO says
+# which.
+cc_library(
+    name = "gloo",
+    defines = %{gloo_defines},
+    linkopts = %{gloo_linkopts},
+    deps = [":libtorch"],
+)
+
 # /usr/bin/python3 with the torch matching this LibTorch first on its path.
 exports_files(["python"])

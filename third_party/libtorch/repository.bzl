@@ -112,7 +112,19 @@ def _libtorch_impl(repository_ctx):
         "",
     ]), executable = True)
 
+    # c10d's ProcessGroupGloo.hpp needs the headers of the Gloo that LibTorch
+    # was built with: Debian's libgloo-dev for Debian's LibTorch. PyPI's
+    # wheel ships no Gloo headers, so that build goes without (see
+    # //tools/distributed:process_group).
+    gloo_defines = []
+    gloo_linkopts = []
+    if not home and repository_ctx.path("/usr/include/gloo/allreduce.h").exists:
+        gloo_defines = ["USE_C10D_GLOO", "CKPT_WITH_GLOO=1"]
+        gloo_linkopts = ["-lgloo"]
+
     repository_ctx.template("BUILD.bazel", Label("//third_party/libtorch:BUILD.libtorch.tpl"), {
+        "%{gloo_defines}": repr(gloo_defines),
+        "%{gloo_linkopts}": repr(gloo_linkopts),
         "%{linkopts}": repr(linkopts),
         "%{defines}": repr(defines),
         "%{home}": home or "(Debian libtorch-dev)",

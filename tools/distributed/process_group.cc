@@ -1,0 +1,296 @@
+#include "tools/distributed/process_group.h"
+
+#include <chrono>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "torch/torch.h"
+
+#if CKPT_WITH_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace distributed {
+namespace {
+
+std::chrono::milliseconds Milliseconds(absl::Duration duration) {
+  return std::chrono::milliseconds(absl::ToInt64Milliseconds(duration));
+}
+
+// c10d and Gloo throw; their messages say what happened, the code is ours.
+absl::Status FromException(const std::exception& error,
+                           absl::string_view context) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&error);
+  std::string what = torch_error != nullptr
+                         ? torch_error->what_without_backtrace()
+                         : error.what();
+  // One line: c10d's messages can carry several.
+  for (char& c : what) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  const std::string lower = absl::AsciiStrToLower(what);
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  if (absl::StrContains(lower, "timed out") ||
+      absl::StrContains(lower, "timeout")) {
+    code = absl::StatusCode::kDeadlineExceeded;
+  } else if (absl::StrContains(lower, "connect") ||
+             absl::StrContains(lower, "closed") ||
+             absl::StrContains(lower, "reset by peer")) {
+    code = absl::StatusCode::kUnavailable;
+  }
+  return absl::Status(code, absl::StrCat(context, ": ", what));
+}
+
+// A collective that failed: a peer that left shows as a reset connection,
+// one that hangs as a timeout; say which it likely was.
+absl::Status CollectiveError(const std::exception& error,
+                             absl::string_view context) {
+  absl::Status status = FromException(error, context);
+  if (absl::IsUnavailable(status)) {
+    return absl::UnavailableError(absl::StrCat(
+        status.message(), " (another process left the job or crashed)"));
+  }
+  if (absl::IsDeadlineExceeded(status)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        status.message(), " (another process hangs or is too slow)"));
+  }
+  return status;
+}
+
+}  // namespace
+
+#if CKPT_WITH_GLOO
+
+bool HasGloo() { return true; }
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::string where;  // "rank 1 of 2 (store 127.0.0.1:29500)"
+
+  enum class Op { kSum, kMean, kBroadcast };
+  absl::Status Run(std::vector<at::Tensor>& flat, Op op, int root) {
+    c10::intrusive_ptr<c10d::Work> work;
+    if (op == Op::kBroadcast) {
+      c10d::BroadcastOptions options;
+      options.rootRank = root;
+      work = group->broadcast(flat, options);
+    } else {
+      work = group->allreduce(flat);
+    }
+    work->wait();
+    return absl::OkStatus();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
+    const LaunchEnv& env, const Options& options) {
+  if (env.world_size <= 1) {
+    return std::unique_ptr<ProcessGroup>(new ProcessGroup(0, 1, nullptr));
+  }
+  if (env.master_addr.empty() || env.master_port <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Describe(env), ": no address and port to meet the other processes"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->where = Describe(env);
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(env.master_port);
+    store_options.isServer = env.rank == 0 && !env.use_agent_store;
+    // Every process counts itself in (a client without numWorkers does
+    // not, and the server then waits out the whole timeout); torchrun's
+    // agent store is counted by the agent.
+    store_options.numWorkers = static_cast<size_t>(env.world_size);
+    store_options.waitWorkers = !env.use_agent_store;
+    store_options.timeout = Milliseconds(options.timeout);
+    c10::intrusive_ptr<c10d::Store> store =
+        c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
+    if (!env.store_prefix.empty()) {
+      store = c10::make_intrusive<c10d::PrefixStore>(env.store_prefix, store);
+    }
+    store = c10::make_intrusive<c10d::PrefixStore>("ckpt_project/pg", store);
+    auto gloo_options =
+        c10d::ProcessGroupGloo::Options::create(Milliseconds(options.timeout));
+    const bool loopback = env.master_addr == "127.0.0.1" ||
+                          env.master_addr == "localhost" ||
+                          env.master_addr == "::1";
+    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+    if (interface != nullptr && *interface != '\0') {
+      gloo_options->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    } else if (loopback) {
+      gloo_options->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
+    } else {
+      gloo_options->devices.push_back(
+          c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    gloo_options->threads = options.gloo_threads;
+    impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        store, env.rank, env.world_size, gloo_options);
+  } catch (const std::exception& error) {
+    absl::Status status = FromException(
+        error, absl::StrCat(impl->where, ": joining the other processes"));
+    if (absl::IsDeadlineExceeded(status)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(status.message(), " (not every process joined within ",
+                       absl::FormatDuration(options.timeout), ")"));
+    }
+    return status;
+  }
+  return std::unique_ptr<ProcessGroup>(
+      new ProcessGroup(env.rank, env.world_size, std::move(impl)));
+}
+
+#else  // !CKPT_WITH_GLOO
+
+bool HasGloo() { return false; }
+
+struct ProcessGroup::Impl {
+  std::string where;
+  enum class Op { kSum, kMean, kBroadcast };
+  absl::Status Run(std::vector<at::Tensor>&, Op, int) {
+    return absl::UnimplementedError("no Gloo in this build");
+  }
+};
+
+absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
+    const LaunchEnv& env, const Options& options) {
+  (void)options;
+  if (env.world_size <= 1) {
+    return std::unique_ptr<ProcessGroup>(new ProcessGroup(0, 1, nullptr));
+  }
+  return absl::UnimplementedError(absl::StrCat(
+      Describe(env),
+      ": this build's LibTorch comes without Gloo's headers (PyPI's wheel), "
+      "so it cannot run several processes; use the default build (Debian's "
+      "LibTorch with libgloo-dev)"));
+}
+
+#endif  // CKPT_WITH_GLOO
+
+ProcessGroup::ProcessGroup(int rank, int world_size, std::unique_ptr<Impl> impl)
+    : rank_(rank), world_size_(world_size), impl_(std::move(impl)) {}
+
+ProcessGroup::~ProcessGroup() = default;
+
+namespace {
+
+// Runs `op` over `tensors` in buckets of one dtype and at most
+// `bucket_bytes`, each flattened into one tensor (a lone contiguous tensor
+// is used in place).
+template <typename Run>
+absl::Status Bucketed(std::vector<torch::Tensor>& tensors, int64_t bucket_bytes,
+                      Run run) {
+  std::vector<torch::Tensor*> bucket;
+  int64_t bytes = 0;
+  auto flush = [&]() -> absl::Status {
+    if (bucket.empty()) return absl::OkStatus();
+    std::vector<torch::Tensor*> members;
+    members.swap(bucket);
+    bytes = 0;
+    if (members.size() == 1 && members[0]->is_contiguous()) {
+      std::vector<at::Tensor> flat = {*members[0]};
+      return run(flat);
+    }
+    std::vector<at::Tensor> pieces;
+    for (torch::Tensor* tensor : members) pieces.push_back(tensor->reshape(-1));
+    std::vector<at::Tensor> flat = {torch::cat(pieces)};
+    absl::Status status = run(flat);
+    if (!status.ok()) return status;
+    int64_t offset = 0;
+    for (torch::Tensor* tensor : members) {
+      const int64_t numel = tensor->numel();
+      tensor->copy_(flat[0].narrow(0, offset, numel).view(tensor->sizes()));
+      offset += numel;
+    }
+    return absl::OkStatus();
+  };
+  for (torch::Tensor& tensor : tensors) {
+    if (!tensor.defined() || tensor.numel() == 0) continue;
+    const int64_t size = tensor.numel() * tensor.element_size();
+    if (!bucket.empty() &&
+        (bucket.front()->scalar_type() != tensor.scalar_type() ||
+         bucket.front()->device() != tensor.device() ||
+         bytes + size > bucket_bytes)) {
+      if (absl::Status status = flush(); !status.ok()) return status;
+    }
+    bucket.push_back(&tensor);
+    bytes += size;
+  }
+  return flush();
+}
+
+}  // namespace
+
+absl::Status ProcessGroup::Broadcast(std::vector<torch::Tensor>& tensors,
+                                     int root) {
+  if (world_size_ == 1) return absl::OkStatus();
+  try {
+    torch::NoGradGuard no_grad;
+    return Bucketed(tensors, int64_t{25} << 20,
+                    [&](std::vector<at::Tensor>& flat) {
+                      return impl_->Run(flat, Impl::Op::kBroadcast, root);
+                    });
+  } catch (const std::exception& error) {
+    return CollectiveError(error, absl::StrCat(impl_->where, ": broadcast"));
+  }
+}
+
+absl::Status ProcessGroup::AllReduceSum(std::vector<torch::Tensor>& tensors,
+                                        int64_t bucket_bytes) {
+  if (world_size_ == 1) return absl::OkStatus();
+  try {
+    torch::NoGradGuard no_grad;
+    return Bucketed(tensors, bucket_bytes, [&](std::vector<at::Tensor>& flat) {
+      return impl_->Run(flat, Impl::Op::kSum, 0);
+    });
+  } catch (const std::exception& error) {
+    return CollectiveError(error, absl::StrCat(impl_->where, ": allreduce"));
+  }
+}
+
+absl::Status ProcessGroup::AllReduceMean(std::vector<torch::Tensor>& tensors,
+                                         int64_t bucket_bytes) {
+  for (const torch::Tensor& tensor : tensors) {
+    if (tensor.defined() && !torch::isFloatingType(tensor.scalar_type())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a mean over ranks needs floating-point tensors, not ",
+                       c10::toString(tensor.scalar_type())));
+    }
+  }
+  if (world_size_ == 1) return absl::OkStatus();
+  try {
+    torch::NoGradGuard no_grad;
+    const double world = world_size_;
+    return Bucketed(tensors, bucket_bytes, [&](std::vector<at::Tensor>& flat) {
+      absl::Status status = impl_->Run(flat, Impl::Op::kSum, 0);
+      if (status.ok()) flat[0].div_(world);
+      return status;
+    });
+  } catch (const std::exception& error) {
+    return CollectiveError(error, absl::StrCat(impl_->where, ": allreduce"));
+  }
+}
+
+absl::Status ProcessGroup::Barrier() {
+  if (world_size_ == 1) return absl::OkStatus();
+#if CKPT_WITH_GLOO
+  try {
+    impl_->group->barrier()->wait();
+    return absl::OkStatus();
+  } catch (const std::exception& error) {
+    return CollectiveError(error, absl::StrCat(impl_->where, ": barrier"));
+  }
+#else
+  return absl::UnimplementedError("no Gloo in this build");
+#endif
+}
+
+}  // namespace distributed

@@ -1,0 +1,90 @@
+// The collectives a data-parallel trainer needs, over LibTorch's own c10d
+// (ProcessGroupGloo on CPU), with errors as absl::Status and time limits
+// on everything: a peer that never comes, dies or hangs makes the others
+// fail within the timeout instead of waiting forever.
+//
+//   ASSIGN_OR_RETURN(distributed::LaunchEnv env,
+//                    distributed::LaunchEnvFrom(
+//                        distributed::ProcessEnvironment(), {}));
+//   ASSIGN_OR_RETURN(std::unique_ptr<distributed::ProcessGroup> group,
+//                    distributed::ProcessGroup::Connect(env, {}));
+//   RETURN_IF_ERROR(group->Broadcast(parameters, /*root=*/0));
+//   ...  // backward
+//   RETURN_IF_ERROR(group->AllReduceMean(gradients));
+//
+// The store where the processes meet is a c10d TCPStore at
+// env.master_addr:master_port, hosted by rank 0, or torchrun's agent store
+// joined as a client under env.store_prefix. A world of one needs no store
+// and every collective returns at once, so the same code serves N = 1 and
+// N > 1.
+//
+// Gradients are averaged in flattened buckets (one allreduce per bucket of
+// up to bucket_bytes of one dtype, not one call per tensor). Sums over
+// ranks are done in Gloo's order, so results may differ from a one-process
+// sum in the last bits.
+//
+// Builds whose LibTorch comes without its Gloo headers (PyPI's wheel:
+// --config=torch2) have no Gloo: Connect refuses a world of more than one
+// with kUnimplemented, and HasGloo() says so.
+//
+// Not thread-safe: call from one thread, in the same order on every rank.
+#ifndef TOOLS_DISTRIBUTED_PROCESS_GROUP_H_
+#define TOOLS_DISTRIBUTED_PROCESS_GROUP_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "tools/distributed/launch_env.h"
+#include "torch/types.h"
+
+namespace distributed {
+
+// True when this build can connect more than one process.
+bool HasGloo();
+
+class ProcessGroup {
+ public:
+  struct Options {
+    // How long to wait for the peers to join, and for any collective.
+    absl::Duration timeout = absl::Seconds(60);
+    int gloo_threads = 2;
+  };
+
+  // Errors (each naming this rank and the store): kInvalidArgument for an
+  // env without an address; kDeadlineExceeded when the peers do not all
+  // join within the timeout; kUnavailable when the store cannot be reached;
+  // kUnimplemented without Gloo.
+  static absl::StatusOr<std::unique_ptr<ProcessGroup>> Connect(
+      const LaunchEnv& env, const Options& options);
+  ~ProcessGroup();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+  // Every rank's `tensors` become root's, in place (bucketed like
+  // AllReduceMean).
+  absl::Status Broadcast(std::vector<torch::Tensor>& tensors, int root);
+  // Element-wise mean over ranks, in place. Undefined tensors (a parameter
+  // without a gradient) are skipped; every rank must pass the same shapes
+  // and dtypes in the same order.
+  absl::Status AllReduceMean(std::vector<torch::Tensor>& tensors,
+                             int64_t bucket_bytes = int64_t{25} << 20);
+  // Element-wise sum over ranks, in place (metrics: loss sums, counts).
+  absl::Status AllReduceSum(std::vector<torch::Tensor>& tensors,
+                            int64_t bucket_bytes = int64_t{25} << 20);
+  absl::Status Barrier();
+
+ private:
+  struct Impl;
+  ProcessGroup(int rank, int world_size, std::unique_ptr<Impl> impl);
+  int rank_;
+  int world_size_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace distributed
+
+#endif  // TOOLS_DISTRIBUTED_PROCESS_GROUP_H_

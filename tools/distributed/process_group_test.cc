@@ -1,0 +1,145 @@
+// Real processes on loopback, each a process_group_worker: 1, 2 and 3 ranks
+// agree on means, sums and broadcasts; a peer that never comes or leaves
+// makes the others fail with one clear line within the timeout, not hang.
+#include "tools/distributed/process_group.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/test_paths.h"
+
+namespace distributed {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A port nobody listens on now (the kernel's choice for an ephemeral bind).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    return 29500;
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+struct Rank {
+  pid_t pid;
+  std::string output;  // stdout and stderr
+};
+
+// Starts rank `rank` of `world` as torchrun would, extra flags appended.
+Rank Start(int rank, int world, int port, const std::string& flags) {
+  Rank started;
+  started.output = test_paths::TempPath(absl::StrCat("rank", rank, "_", port));
+  const std::string command = absl::StrCat(
+      "RANK=", rank, " WORLD_SIZE=", world, " LOCAL_RANK=", rank,
+      " LOCAL_WORLD_SIZE=", world, " MASTER_ADDR=127.0.0.1 MASTER_PORT=", port,
+      " exec ", test_paths::Runfile("tools/distributed/process_group_worker"),
+      " ", flags, " >", started.output, " 2>&1");
+  started.pid = ::fork();
+  if (started.pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), nullptr);
+    ::_exit(127);
+  }
+  return started;
+}
+
+// Waits for `rank` at most `limit`; kills it and fails the test past that.
+int Wait(Rank& rank, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (::waitpid(rank.pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(rank.pid, SIGKILL);
+      ::waitpid(rank.pid, &status, 0);
+      ADD_FAILURE() << "rank still running after " << limit.count() << " s";
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+class ProcessGroupTest : public testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    if (!HasGloo()) {
+      GTEST_SKIP() << "this build's LibTorch has no Gloo headers "
+                      "(--config=torch2); the default build runs these";
+    }
+  }
+};
+
+TEST_P(ProcessGroupTest, RanksAgreeOnMeansSumsAndBroadcasts) {
+  const int world = GetParam();
+  const int port = FreePort();
+  std::vector<Rank> ranks;
+  for (int rank = 0; rank < world; ++rank) {
+    ranks.push_back(Start(rank, world, port, ""));
+  }
+  for (int rank = 0; rank < world; ++rank) {
+    EXPECT_EQ(Wait(ranks[rank], std::chrono::seconds(60)), 0)
+        << test_paths::ReadFile(ranks[rank].output);
+    EXPECT_EQ(test_paths::ReadFile(ranks[rank].output),
+              absl::StrCat("ok: rank ", rank, " of ", world, "\n"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Worlds, ProcessGroupTest, testing::Values(1, 2, 3));
+
+using ProcessGroupFailureTest = ProcessGroupTest;
+
+TEST_F(ProcessGroupFailureTest, APeerThatNeverComesTimesOutWithOneLine) {
+  const int port = FreePort();
+  Rank alone = Start(0, 2, port, "--timeout_ms=2000");
+  EXPECT_EQ(Wait(alone, std::chrono::seconds(30)), 1);
+  const std::string output = test_paths::ReadFile(alone.output);
+  EXPECT_THAT(output, HasSubstr("rank 0 of 2 (torchrun)"));
+  EXPECT_THAT(output, HasSubstr("not every process joined within 2s"));
+  EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
+}
+
+TEST_F(ProcessGroupFailureTest, APeerThatLeavesFailsTheOthers) {
+  const int port = FreePort();
+  Rank staying = Start(0, 2, port, "--timeout_ms=5000");
+  Rank leaving = Start(1, 2, port, "--timeout_ms=5000 --exit_after_join");
+  EXPECT_EQ(Wait(leaving, std::chrono::seconds(30)), 3);
+  EXPECT_EQ(Wait(staying, std::chrono::seconds(30)), 1);
+  const std::string output = test_paths::ReadFile(staying.output);
+  EXPECT_THAT(output, HasSubstr("rank 0 of 2 (torchrun)"));
+  EXPECT_THAT(output, HasSubstr("another process left the job or crashed"));
+  EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
+}
+
+TEST_F(ProcessGroupFailureTest, APeerThatHangsTimesTheOthersOut) {
+  const int port = FreePort();
+  Rank staying = Start(0, 2, port, "--timeout_ms=3000");
+  Rank hanging = Start(1, 2, port, "--timeout_ms=3000 --hang_after_join");
+  EXPECT_EQ(Wait(staying, std::chrono::seconds(30)), 1);
+  ::kill(hanging.pid, SIGKILL);
+  Wait(hanging, std::chrono::seconds(30));
+  const std::string output = test_paths::ReadFile(staying.output);
+  EXPECT_THAT(output, HasSubstr("another process hangs or is too slow"));
+  EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
+}
+
+}  // namespace
+}  // namespace distributed

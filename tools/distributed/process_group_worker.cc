@@ -1,0 +1,86 @@
+// One process of process_group_test: joins the job its environment (or
+// flags) describes and checks the collectives' results, printing
+// "ok: rank R of W" and exiting 0, or one error line and exiting 1.
+//
+//   process_group_worker [--timeout_ms=N] [--exit_after_join]
+//                        [--hang_after_join]
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "tools/cli/flags.h"
+#include "tools/distributed/launch_env.h"
+#include "tools/distributed/process_group.h"
+#include "torch/torch.h"
+
+ABSL_FLAG(int, timeout_ms, 20000, "Join and collective timeout.");
+ABSL_FLAG(bool, exit_after_join, false,
+          "Leave right after joining, as a crashed peer would.");
+ABSL_FLAG(bool, hang_after_join, false,
+          "Sleep after joining until killed, as a hung peer would.");
+
+namespace {
+
+void Check(bool ok, const std::string& what) {
+  if (!ok) cli::ExitWithError(absl::StrCat("wrong result: ", what), 1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::ParseFlagsOrExit(argc, argv, "process_group_worker [flags]");
+  absl::StatusOr<distributed::LaunchEnv> env =
+      distributed::LaunchEnvFrom(distributed::ProcessEnvironment(), {});
+  cli::ExitIfError(env.status());
+  distributed::ProcessGroup::Options options;
+  options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  absl::StatusOr<std::unique_ptr<distributed::ProcessGroup>> group =
+      distributed::ProcessGroup::Connect(*env, options);
+  cli::ExitIfError(group.status());
+  if (absl::GetFlag(FLAGS_exit_after_join)) std::_Exit(3);
+  while (absl::GetFlag(FLAGS_hang_after_join)) ::pause();
+  const int rank = (*group)->rank();
+  const double world = (*group)->world_size();
+
+  // Means over ranks, in buckets smaller than the tensors: a contiguous
+  // vector, a transposed (non-contiguous) matrix, a parameter without a
+  // gradient, and a tiny tensor sharing a bucket.
+  std::vector<torch::Tensor> tensors = {
+      torch::full({1000}, rank + 1.0f),
+      torch::full({4, 3}, 2.0 * rank, torch::kFloat64).t(),
+      torch::Tensor(),
+      torch::full({5}, static_cast<float>(rank)),
+  };
+  cli::ExitIfError((*group)->AllReduceMean(tensors, /*bucket_bytes=*/1024));
+  Check(torch::allclose(tensors[0], torch::full({1000}, (world + 1) / 2)),
+        "mean of rank + 1");
+  Check(torch::allclose(tensors[1],
+                        torch::full({3, 4}, world - 1, torch::kFloat64)),
+        "mean of 2 * rank (transposed)");
+  Check(torch::allclose(tensors[3], torch::full({5}, (world - 1) / 2)),
+        "mean of rank");
+
+  std::vector<torch::Tensor> counts = {torch::full({2}, rank, torch::kInt64)};
+  cli::ExitIfError((*group)->AllReduceSum(counts));
+  Check(torch::equal(
+            counts[0],
+            torch::full({2}, static_cast<int64_t>(world * (world - 1) / 2),
+                        torch::kInt64)),
+        "sum of ranks");
+
+  std::vector<torch::Tensor> parameters = {torch::full({3, 3}, rank + 10.0f),
+                                           torch::full({7}, rank + 20.0f)};
+  cli::ExitIfError((*group)->Broadcast(parameters, /*root=*/0));
+  Check(torch::equal(parameters[0], torch::full({3, 3}, 10.0f)) &&
+            torch::equal(parameters[1], torch::full({7}, 20.0f)),
+        "broadcast from rank 0");
+  cli::ExitIfError((*group)->Barrier());
+  std::printf("ok: rank %d of %d\n", rank, static_cast<int>(world));
+  return 0;
+}
