@@ -19,10 +19,6 @@
 namespace distributed {
 namespace {
 
-std::chrono::milliseconds Milliseconds(absl::Duration duration) {
-  return std::chrono::milliseconds(absl::ToInt64Milliseconds(duration));
-}
-
 // c10d and Gloo throw; their messages say what happened, the code is ours.
 absl::Status FromException(const std::exception& error,
                            absl::string_view context) {
@@ -68,6 +64,14 @@ absl::Status CollectiveError(const std::exception& error,
 #if CKPT_WITH_GLOO
 
 bool HasGloo() { return true; }
+
+namespace {
+
+std::chrono::milliseconds Milliseconds(absl::Duration duration) {
+  return std::chrono::milliseconds(absl::ToInt64Milliseconds(duration));
+}
+
+}  // namespace
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
