@@ -33,6 +33,16 @@ absl::StatusOr<int> Integer(const Environment& environment, const char* name,
   return value;
 }
 
+// The same into *field.
+absl::Status ReadInto(const Environment& environment, const char* name,
+                      int fallback, int minimum, int maximum, int* field) {
+  absl::StatusOr<int> value =
+      Integer(environment, name, fallback, minimum, maximum);
+  if (!value.ok()) return value.status();
+  *field = *value;
+  return absl::OkStatus();
+}
+
 constexpr int kMaxWorld = 1 << 20;
 
 absl::Status CheckRank(const LaunchEnv& env, const char* rank_name) {
@@ -62,21 +72,17 @@ absl::StatusOr<LaunchEnv> FromTorchrun(const Environment& environment) {
     return absl::InvalidArgumentError(
         "environment variable RANK is set but WORLD_SIZE is not");
   }
-  auto assign = [&](int* field, const char* name, int fallback, int minimum,
-                    int maximum) -> absl::Status {
-    absl::StatusOr<int> value =
-        Integer(environment, name, fallback, minimum, maximum);
-    if (!value.ok()) return value.status();
-    *field = *value;
-    return absl::OkStatus();
-  };
-  for (absl::Status status :
-       {assign(&env.world_size, "WORLD_SIZE", 1, 1, kMaxWorld),
-        assign(&env.rank, "RANK", 0, 0, kMaxWorld),
-        assign(&env.local_rank, "LOCAL_RANK", 0, 0, kMaxWorld),
-        assign(&env.local_world_size, "LOCAL_WORLD_SIZE", 1, 1, kMaxWorld),
-        assign(&env.node_rank, "GROUP_RANK", 0, 0, kMaxWorld),
-        assign(&env.master_port, "MASTER_PORT", 0, 1, 65535)}) {
+  for (absl::Status status : {
+           ReadInto(environment, "WORLD_SIZE", 1, 1, kMaxWorld,
+                    &env.world_size),
+           ReadInto(environment, "RANK", 0, 0, kMaxWorld, &env.rank),
+           ReadInto(environment, "LOCAL_RANK", 0, 0, kMaxWorld,
+                    &env.local_rank),
+           ReadInto(environment, "LOCAL_WORLD_SIZE", 1, 1, kMaxWorld,
+                    &env.local_world_size),
+           ReadInto(environment, "GROUP_RANK", 0, 0, kMaxWorld, &env.node_rank),
+           ReadInto(environment, "MASTER_PORT", 0, 1, 65535, &env.master_port),
+       }) {
     if (!status.ok()) return status;
   }
   if (Find(environment, "LOCAL_RANK") != nullptr &&
@@ -109,22 +115,17 @@ absl::StatusOr<LaunchEnv> FromSlurm(const Environment& environment) {
     return absl::InvalidArgumentError(
         "environment variable SLURM_PROCID is set but SLURM_NTASKS is not");
   }
-  absl::StatusOr<int> world =
-      Integer(environment, "SLURM_NTASKS", 1, 1, kMaxWorld);
-  if (!world.ok()) return world.status();
-  env.world_size = *world;
-  absl::StatusOr<int> rank =
-      Integer(environment, "SLURM_PROCID", 0, 0, kMaxWorld);
-  if (!rank.ok()) return rank.status();
-  env.rank = *rank;
-  absl::StatusOr<int> local =
-      Integer(environment, "SLURM_LOCALID", 0, 0, kMaxWorld);
-  if (!local.ok()) return local.status();
-  env.local_rank = *local;
-  absl::StatusOr<int> node =
-      Integer(environment, "SLURM_NODEID", 0, 0, kMaxWorld);
-  if (!node.ok()) return node.status();
-  env.node_rank = *node;
+  for (absl::Status status : {
+           ReadInto(environment, "SLURM_NTASKS", 1, 1, kMaxWorld,
+                    &env.world_size),
+           ReadInto(environment, "SLURM_PROCID", 0, 0, kMaxWorld, &env.rank),
+           ReadInto(environment, "SLURM_LOCALID", 0, 0, kMaxWorld,
+                    &env.local_rank),
+           ReadInto(environment, "SLURM_NODEID", 0, 0, kMaxWorld,
+                    &env.node_rank),
+       }) {
+    if (!status.ok()) return status;
+  }
   env.local_world_size = env.world_size;
   if (const std::string* per_node =
           Find(environment, "SLURM_NTASKS_PER_NODE")) {
@@ -150,9 +151,9 @@ absl::StatusOr<LaunchEnv> FromSlurm(const Environment& environment) {
     }
   }
   if (Find(environment, "MASTER_PORT") != nullptr) {
-    absl::StatusOr<int> port = Integer(environment, "MASTER_PORT", 0, 1, 65535);
-    if (!port.ok()) return port.status();
-    env.master_port = *port;
+    absl::Status status =
+        ReadInto(environment, "MASTER_PORT", 0, 1, 65535, &env.master_port);
+    if (!status.ok()) return status;
   } else if (const std::string* job = Find(environment, "SLURM_JOB_ID")) {
     uint64_t id;
     if (!absl::SimpleAtoi(*job, &id)) {
@@ -235,10 +236,9 @@ absl::StatusOr<LaunchEnv> LaunchEnvFrom(const Environment& environment,
     if (flags.master_port.has_value()) {
       env.master_port = *flags.master_port;
     } else {
-      absl::StatusOr<int> port =
-          Integer(environment, "MASTER_PORT", 0, 1, 65535);
-      if (!port.ok()) return port.status();
-      env.master_port = *port;
+      absl::Status status =
+          ReadInto(environment, "MASTER_PORT", 0, 1, 65535, &env.master_port);
+      if (!status.ok()) return status;
     }
     if (env.world_size < 1 || env.rank < 0) {
       return absl::InvalidArgumentError(
