@@ -3,9 +3,10 @@
 // "ok: rank R of W" and exiting 0, or one error line and exiting 1.
 //
 //   process_group_worker [--timeout_ms=N] [--exit_after_join]
-//                        [--hang_after_join]
+//                        [--hang_after_join] [--train_out=FILE]
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,7 +15,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "tools/base/files.h"
 #include "tools/cli/flags.h"
+#include "tools/distributed/data_parallel.h"
 #include "tools/distributed/launch_env.h"
 #include "tools/distributed/process_group.h"
 #include "torch/torch.h"
@@ -24,11 +27,56 @@ ABSL_FLAG(bool, exit_after_join, false,
           "Leave right after joining, as a crashed peer would.");
 ABSL_FLAG(bool, hang_after_join, false,
           "Sleep after joining until killed, as a hung peer would.");
+ABSL_FLAG(std::string, train_out, "",
+          "Instead of the collectives: train a small MLP data-parallel and "
+          "write its final parameters (float32, in order) to this file.");
 
 namespace {
 
 void Check(bool ok, const std::string& what) {
   if (!ok) cli::ExitWithError(absl::StrCat("wrong result: ", what), 1);
+}
+
+// Two epochs of SGD with momentum over 23 examples in global batches of 10
+// (10, 10, 3: uneven over 2 and 3 ranks), each rank taking its slice of
+// every batch; the parameters must come out as one process's.
+void TrainDataParallel(distributed::ProcessGroup& group,
+                       const std::string& out) {
+  torch::manual_seed(7);
+  torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::Tanh(),
+                              torch::nn::Linear(16, 3));
+  const torch::Tensor inputs = torch::randn({23, 6});
+  const torch::Tensor labels = torch::randint(0, 3, {23});
+  std::vector<torch::Tensor> parameters = model->parameters();
+  // Rank 0's initial values everywhere (here they agree anyway).
+  cli::ExitIfError(group.Broadcast(parameters, /*root=*/0));
+  torch::optim::SGD optimizer(parameters,
+                              torch::optim::SGDOptions(0.1).momentum(0.9));
+  constexpr int64_t kBatch = 10;
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    for (int64_t begin = 0; begin < inputs.size(0); begin += kBatch) {
+      const int64_t end = std::min<int64_t>(begin + kBatch, inputs.size(0));
+      const distributed::Slice slice = distributed::SliceOfBatch(
+          begin, end, group.world_size(), group.rank());
+      optimizer.zero_grad();
+      if (slice.size() > 0) {
+        torch::Tensor loss = torch::nn::functional::cross_entropy(
+            model->forward(inputs.slice(0, slice.begin, slice.end)),
+            labels.slice(0, slice.begin, slice.end));
+        loss.backward();
+      }
+      cli::ExitIfError(distributed::AverageGradients(
+          group, parameters, slice.size(), end - begin));
+      optimizer.step();
+    }
+  }
+  std::string bytes;
+  for (const torch::Tensor& parameter : parameters) {
+    torch::Tensor flat = parameter.detach().contiguous();
+    bytes.append(static_cast<const char*>(flat.data_ptr()), flat.nbytes());
+  }
+  cli::ExitIfError(base::WriteFileAtomically(out, bytes));
+  std::printf("ok: rank %d of %d trained\n", group.rank(), group.world_size());
 }
 
 }  // namespace
@@ -44,6 +92,10 @@ int main(int argc, char** argv) {
       distributed::ProcessGroup::Connect(*env, options);
   cli::ExitIfError(group.status());
   if (absl::GetFlag(FLAGS_exit_after_join)) std::_Exit(3);
+  if (!absl::GetFlag(FLAGS_train_out).empty()) {
+    TrainDataParallel(**group, absl::GetFlag(FLAGS_train_out));
+    return 0;
+  }
   while (absl::GetFlag(FLAGS_hang_after_join)) ::pause();
   const int rank = (*group)->rank();
   const double world = (*group)->world_size();
