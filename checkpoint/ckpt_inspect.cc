@@ -128,17 +128,8 @@ std::string ForeignJson(const interop::TensorSource& source) {
          "\n";
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> InspectText(
-    const std::string& path, const interop::SourceOptions& source_options) {
-  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
-      OpenSource(path, source_options);
-  if (!source.ok()) return source.status();
-  if ((*source)->format() != interop::SourceFormat::kCheckpoint) {
-    return ForeignText(**source);
-  }
-  const CheckpointReader* reader = (*source)->checkpoint();
+std::string CheckpointText(const std::string& path,
+                           const CheckpointReader* reader) {
   const proto::Manifest& manifest = reader->manifest();
   const proto::Metadata& metadata = manifest.metadata();
   std::string out;
@@ -228,15 +219,8 @@ absl::StatusOr<std::string> InspectText(
   return out;
 }
 
-absl::StatusOr<std::string> InspectJson(
-    const std::string& path, const interop::SourceOptions& source_options) {
-  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
-      OpenSource(path, source_options);
-  if (!source.ok()) return source.status();
-  if ((*source)->format() != interop::SourceFormat::kCheckpoint) {
-    return ForeignJson(**source);
-  }
-  const CheckpointReader* reader = (*source)->checkpoint();
+absl::StatusOr<std::string> CheckpointJson(const std::string& path,
+                                           const CheckpointReader* reader) {
   const proto::Manifest& manifest = reader->manifest();
   const proto::Metadata& metadata = manifest.metadata();
   nlohmann::ordered_json json;
@@ -316,6 +300,33 @@ absl::StatusOr<std::string> InspectJson(
   json["tensor_bytes"] = total;
   return json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
          "\n";
+}
+
+// One opening for both renderings: ours in full, other formats as far as
+// they say.
+absl::StatusOr<std::string> Inspect(const std::string& path,
+                                    const interop::SourceOptions& options,
+                                    bool json) {
+  absl::StatusOr<std::unique_ptr<interop::TensorSource>> source =
+      OpenSource(path, options);
+  if (!source.ok()) return source.status();
+  if ((*source)->format() != interop::SourceFormat::kCheckpoint) {
+    return json ? ForeignJson(**source) : ForeignText(**source);
+  }
+  if (json) return CheckpointJson(path, (*source)->checkpoint());
+  return CheckpointText(path, (*source)->checkpoint());
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> InspectText(const std::string& path,
+                                        const interop::SourceOptions& options) {
+  return Inspect(path, options, /*json=*/false);
+}
+
+absl::StatusOr<std::string> InspectJson(const std::string& path,
+                                        const interop::SourceOptions& options) {
+  return Inspect(path, options, /*json=*/true);
 }
 
 }  // namespace ckpt
