@@ -160,6 +160,17 @@ absl::Status ValidateOptions(const TrainOptions& options) {
                                    ": expected auto, bar, lines or none"));
   }
   if (options.data_dir.empty()) return UsageError("--data_dir is empty");
+  if (options.world_size < 0 || options.rank < 0 ||
+      (options.world_size > 0 && options.rank >= options.world_size)) {
+    return UsageError(
+        "--world_size must be >= 0 and --rank in [0, --world_size)");
+  }
+  if (options.master_port < 0 || options.master_port > 65535) {
+    return UsageError("--master_port must be in [1, 65535]");
+  }
+  if (options.dist_timeout_seconds < 1) {
+    return UsageError("--dist_timeout_s must be >= 1");
+  }
   return absl::OkStatus();
 }
 

@@ -51,6 +51,16 @@ struct TrainOptions {
   int64_t max_steps = 0;
   // Skip evaluating the best checkpoint on the test set at the end.
   bool skip_test = false;
+  // Several processes (docs/DISTRIBUTED.md): who this one is comes from the
+  // environment (torchrun, Slurm) unless world_size is set here, with rank
+  // and, for more than one, master_addr and master_port (which otherwise
+  // fall back to MASTER_ADDR and MASTER_PORT).
+  int world_size = 0;  // 0: from the environment
+  int rank = 0;
+  std::string master_addr;
+  int master_port = 0;  // 0: MASTER_PORT
+  // How long to wait for the other processes to join, and for any step.
+  int dist_timeout_seconds = 300;
 };
 
 // Checks option values that do not need torch or the filesystem.

@@ -22,6 +22,16 @@ ABSL_FLAG(std::string, run_dir, "",
           "Required. Run directory: checkpoints, best/last links, "
           "metrics.jsonl.");
 ABSL_FLAG(int64_t, epochs, 10, "Total number of epochs to train.");
+ABSL_FLAG(int, world_size, 0,
+          "Processes in a data-parallel job; 0 takes it from torchrun's or "
+          "Slurm's environment (one process when neither is there).");
+ABSL_FLAG(int, rank, 0, "This process's rank, with --world_size.");
+ABSL_FLAG(std::string, master_addr, "",
+          "Where the processes meet (default MASTER_ADDR).");
+ABSL_FLAG(int, master_port, 0, "Port where they meet (default MASTER_PORT).");
+ABSL_FLAG(int, dist_timeout_s, 300,
+          "Seconds to wait for the other processes to join, and for any "
+          "step; a process that dies or hangs fails the others after it.");
 ABSL_FLAG(std::string, model, "cnn", "Architecture: mlp or cnn.");
 ABSL_FLAG(std::string, device, "auto",
           "auto (CUDA if available, else CPU), cpu, cuda or cuda:N.");
@@ -175,6 +185,11 @@ int main(int argc, char** argv) {
   options.progress = absl::GetFlag(FLAGS_progress);
   options.max_steps = absl::GetFlag(FLAGS_max_steps);
   options.skip_test = absl::GetFlag(FLAGS_skip_test);
+  options.world_size = absl::GetFlag(FLAGS_world_size);
+  options.rank = absl::GetFlag(FLAGS_rank);
+  options.master_addr = absl::GetFlag(FLAGS_master_addr);
+  options.master_port = absl::GetFlag(FLAGS_master_port);
+  options.dist_timeout_seconds = absl::GetFlag(FLAGS_dist_timeout_s);
   if (absl::Status status = trainer::ValidateOptions(options); !status.ok()) {
     cli::ExitWithError(status.message());
   }

@@ -39,6 +39,9 @@
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/files.h"
 #include "tools/base/warnings.h"
+#include "tools/distributed/data_parallel.h"
+#include "tools/distributed/launch_env.h"
+#include "tools/distributed/process_group.h"
 #include "tools/torch/runtime.h"
 #include "trainer/loss_scaler.h"
 #include "trainer/metrics_log.h"
@@ -228,9 +231,19 @@ class Run {
   bool StopRequested() const {
     return stop_signal_ != nullptr && stop_signal_->load() != 0;
   }
+  // Joins the other processes of a data-parallel job (a group of one when
+  // there are none).
+  absl::Status JoinProcesses();
+  // True on every rank when any rank was asked to stop: all stop together.
+  absl::StatusOr<bool> AgreeToStop(bool stop);
 
   TrainOptions options_;
   const std::atomic<int>* stop_signal_;
+  // Rank 0 (the leader) alone writes checkpoints, metrics and progress:
+  // every rank holds the same parameters and optimizer state, and the data
+  // position is the same global batch everywhere.
+  std::unique_ptr<distributed::ProcessGroup> group_;
+  bool leader_ = true;
   torch::Device device_ = torch::kCPU;
   std::string architecture_;
   ArchitectureConfig architecture_config_;
@@ -291,6 +304,7 @@ absl::Status Run::Setup() {
         "--amp needs a CUDA device (autocast and loss scaling are CUDA-only "
         "here)");
   }
+  if (absl::Status status = JoinProcesses(); !status.ok()) return status;
 
   // Where to resume from, decided before anything is created.
   std::string resume_path = options_.resume_from;
@@ -300,8 +314,10 @@ absl::Status Run::Setup() {
     if (found.ok()) {
       resume_path = *found;
     } else if (absl::IsNotFound(found.status())) {
-      std::fprintf(stderr, "train: no checkpoint in %s: starting fresh\n",
-                   options_.run_dir.c_str());
+      if (leader_) {
+        std::fprintf(stderr, "train: no checkpoint in %s: starting fresh\n",
+                     options_.run_dir.c_str());
+      }
     } else {
       return Annotate(found.status(), "looking for a checkpoint to resume");
     }
@@ -330,26 +346,40 @@ absl::Status Run::Setup() {
     resumed_from_ = resume_path;
   }
 
-  checkpoint::CheckpointManager::Options manager_options;
-  manager_options.monitor = options_.monitor;
-  manager_options.mode = options_.monitor == "val_acc" ? MonitoredMetric::MAX
-                                                       : MonitoredMetric::MIN;
-  manager_options.keep_last = options_.keep_last;
-  manager_options.keep_top_k = options_.keep_top_k;
-  absl::StatusOr<std::unique_ptr<checkpoint::CheckpointManager>> manager =
-      checkpoint::CheckpointManager::Open(options_.run_dir, manager_options);
-  if (!manager.ok()) {
-    return Annotate(manager.status(),
-                    absl::StrCat("opening run directory ", options_.run_dir));
+  const int recorded_world = std::max(1, resumed_trainer_state_.world_size());
+  if (!resumed_from_.empty() && recorded_world != group_->world_size() &&
+      leader_) {
+    base::Warn(absl::StrCat(
+        "train: resuming a run of ", recorded_world, " process(es) on ",
+        group_->world_size(),
+        ": the same global batches follow, but sums over processes run in "
+        "another order, so bitwise equality with the original run is not "
+        "promised"));
   }
-  manager_ = *std::move(manager);
-  if (resume_state == nullptr && !manager_->List().empty()) {
-    return UsageError(absl::StrCat(
-        options_.run_dir,
-        " already holds checkpoints: pass --resume to continue that run, or "
-        "choose another --run_dir"));
+
+  // Only the leader writes to the run directory.
+  if (leader_) {
+    checkpoint::CheckpointManager::Options manager_options;
+    manager_options.monitor = options_.monitor;
+    manager_options.mode = options_.monitor == "val_acc" ? MonitoredMetric::MAX
+                                                         : MonitoredMetric::MIN;
+    manager_options.keep_last = options_.keep_last;
+    manager_options.keep_top_k = options_.keep_top_k;
+    absl::StatusOr<std::unique_ptr<checkpoint::CheckpointManager>> manager =
+        checkpoint::CheckpointManager::Open(options_.run_dir, manager_options);
+    if (!manager.ok()) {
+      return Annotate(manager.status(),
+                      absl::StrCat("opening run directory ", options_.run_dir));
+    }
+    manager_ = *std::move(manager);
+    if (resume_state == nullptr && !manager_->List().empty()) {
+      return UsageError(absl::StrCat(
+          options_.run_dir,
+          " already holds checkpoints: pass --resume to continue that run, or "
+          "choose another --run_dir"));
+    }
+    saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>();
   }
-  saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>();
 
   // The model.
   if (resume_state != nullptr) {
@@ -387,6 +417,11 @@ absl::Status Run::Setup() {
   for (const auto& named : model_.named_parameters(/*recurse=*/true)) {
     parameters_.push_back(named.value);
     named_parameters_.emplace_back(named.name, named.value);
+  }
+  // Every rank starts from the leader's parameters.
+  if (absl::Status status = group_->Broadcast(parameters_, /*root=*/0);
+      !status.ok()) {
+    return Annotate(status, "sharing the initial parameters");
   }
   optimizer_ = MakeOptimizer(options_, parameters_);
 
@@ -534,6 +569,9 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
   RecordOptions(options_, &trainer_state);
   trainer_state.set_epoch_loss_sum(position_.epoch_loss_sum);
   trainer_state.set_epoch_examples(position_.epoch_examples);
+  if (group_->world_size() > 1) {
+    trainer_state.set_world_size(group_->world_size());
+  }
 
   checkpoint::proto::TrainingState& training = state.training_state;
   if (absl::Status status = checkpoint::CaptureOptimizerState(
@@ -570,6 +608,10 @@ absl::Status Run::TakeSaveError() {
 
 absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
                                  double train_loss, bool wait) {
+  if (!leader_) {  // the leader's checkpoint holds everything
+    last_saved_step_ = position_.global_step;
+    return absl::OkStatus();
+  }
   const Clock::time_point start = Clock::now();
   absl::StatusOr<CheckpointState> captured =
       CaptureState(epoch_end, validation, train_loss);
@@ -609,28 +651,57 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
   while (position_.batches_consumed < batches_per_epoch_) {
     const int64_t begin = position_.batches_consumed * options_.batch_size;
     const int64_t end = std::min(train_.size(), begin + options_.batch_size);
-    torch::Tensor indices = order_tensor.slice(0, begin, end);
-    torch::Tensor images = train_.images.index_select(0, indices).to(device_);
-    torch::Tensor labels = train_.labels.index_select(0, indices).to(device_);
+    // This process's slice of the global batch (all of it when alone).
+    const distributed::Slice slice = distributed::SliceOfBatch(
+        begin, end, group_->world_size(), group_->rank());
     SetLearningRate(*optimizer_, schedule_->RateAt(position_.global_step));
     optimizer_->zero_grad();
-    torch::Tensor logits;
-    if (options_.amp) {
-      torch_compat::SetCudaAutocastEnabled(true);
-      logits = model_.forward({images}).toTensor();
-      at::autocast::clear_cache();
-      torch_compat::SetCudaAutocastEnabled(false);
-      logits = logits.to(torch::kFloat);
-    } else {
-      logits = model_.forward({images}).toTensor();
+    double loss_value = 0;  // this process's mean loss over its slice
+    if (slice.size() > 0) {
+      torch::Tensor indices = order_tensor.slice(0, slice.begin, slice.end);
+      torch::Tensor images = train_.images.index_select(0, indices).to(device_);
+      torch::Tensor labels = train_.labels.index_select(0, indices).to(device_);
+      torch::Tensor logits;
+      if (options_.amp) {
+        torch_compat::SetCudaAutocastEnabled(true);
+        logits = model_.forward({images}).toTensor();
+        at::autocast::clear_cache();
+        torch_compat::SetCudaAutocastEnabled(false);
+        logits = logits.to(torch::kFloat);
+      } else {
+        logits = model_.forward({images}).toTensor();
+      }
+      torch::Tensor loss = at::cross_entropy_loss(logits, labels);
+      scaler_->Scale(loss).backward();
+      loss_value = loss.item<double>();
     }
-    torch::Tensor loss = at::cross_entropy_loss(logits, labels);
-    scaler_->Scale(loss).backward();
+    // The gradient of the mean loss over the whole global batch.
+    if (absl::Status status = distributed::AverageGradients(
+            *group_, parameters_, slice.size(), end - begin);
+        !status.ok()) {
+      progress_->Break();
+      return Annotate(status, absl::StrCat("step ", position_.global_step + 1));
+    }
     if (scaler_->UnscaleAndCheck(parameters_)) optimizer_->step();
     scaler_->Update();
 
     const int64_t batch = end - begin;
-    const double loss_value = loss.item<double>();
+    bool stop_requested = StopRequested();
+    if (group_->world_size() > 1) {
+      // The batch's mean loss and whether any process was asked to stop,
+      // in one small sum over the processes.
+      std::vector<torch::Tensor> shared = {
+          torch::tensor({loss_value * static_cast<double>(slice.size()),
+                         stop_requested ? 1.0 : 0.0},
+                        torch::kFloat64)};
+      if (absl::Status status = group_->AllReduceSum(shared); !status.ok()) {
+        progress_->Break();
+        return Annotate(status,
+                        absl::StrCat("step ", position_.global_step + 1));
+      }
+      loss_value = shared[0][0].item<double>() / static_cast<double>(batch);
+      stop_requested = shared[0][1].item<double>() > 0;
+    }
     position_.epoch_loss_sum += loss_value * batch;
     position_.epoch_examples += batch;
     position_.examples_seen += batch;
@@ -648,7 +719,7 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
     }
     const bool at_max_steps =
         options_.max_steps > 0 && position_.global_step >= options_.max_steps;
-    if (StopRequested() || at_max_steps) {
+    if (stop_requested || at_max_steps) {
       *stop = true;
       break;
     }
@@ -717,20 +788,63 @@ void Run::EvaluateBest(TrainSummary* summary) {
       evaluation.accuracy, evaluation.loss, static_cast<long long>(count));
 }
 
+absl::Status Run::JoinProcesses() {
+  distributed::LaunchFlags flags;
+  if (options_.world_size > 0) {
+    flags.world_size = options_.world_size;
+    flags.rank = options_.rank;
+    flags.master_addr = options_.master_addr;
+    if (options_.master_port > 0) flags.master_port = options_.master_port;
+  }
+  absl::StatusOr<distributed::LaunchEnv> env =
+      distributed::LaunchEnvFrom(distributed::ProcessEnvironment(), flags);
+  if (!env.ok()) return UsageError(env.status().message());
+  if (env->world_size > 1) {
+    if (device_.is_cuda()) {
+      return UsageError(
+          "several processes train on the CPU (Gloo) for now: NCCL on CUDA "
+          "is not wired yet (use --device=cpu)");
+    }
+    std::fprintf(stderr, "train: %s: joining\n",
+                 distributed::Describe(*env).c_str());
+  }
+  distributed::ProcessGroup::Options group_options;
+  group_options.timeout = absl::Seconds(options_.dist_timeout_seconds);
+  absl::StatusOr<std::unique_ptr<distributed::ProcessGroup>> group =
+      distributed::ProcessGroup::Connect(*env, group_options);
+  if (!group.ok()) return group.status();
+  group_ = *std::move(group);
+  leader_ = group_->rank() == 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Run::AgreeToStop(bool stop) {
+  if (group_->world_size() == 1) return stop;
+  std::vector<torch::Tensor> votes = {
+      torch::tensor({stop ? 1.0 : 0.0}, torch::kFloat64)};
+  if (absl::Status status = group_->AllReduceSum(votes); !status.ok()) {
+    return Annotate(status, "agreeing to stop");
+  }
+  return votes[0].item<double>() > 0;
+}
+
 absl::StatusOr<TrainSummary> Run::Execute() {
   if (absl::Status status = Setup(); !status.ok()) return status;
-  progress_ =
-      std::make_unique<ProgressReporter>(options_.progress, options_.epochs);
-  std::fprintf(stderr,
-               "train: %s on %s, %lld training / %lld validation examples, "
-               "%lld batches of %lld per epoch, %s lr %g (%s), run dir %s\n",
-               architecture_.c_str(), device_.str().c_str(),
-               static_cast<long long>(train_.size()),
-               static_cast<long long>(validation_.size()),
-               static_cast<long long>(batches_per_epoch_),
-               static_cast<long long>(options_.batch_size),
-               options_.optimizer.c_str(), schedule_->base_rate(),
-               schedule_->type().c_str(), options_.run_dir.c_str());
+  // Followers print nothing; the leader speaks for the job.
+  progress_ = std::make_unique<ProgressReporter>(
+      leader_ ? options_.progress : "none", options_.epochs);
+  if (leader_) {
+    std::fprintf(stderr,
+                 "train: %s on %s, %lld training / %lld validation examples, "
+                 "%lld batches of %lld per epoch, %s lr %g (%s), run dir %s\n",
+                 architecture_.c_str(), device_.str().c_str(),
+                 static_cast<long long>(train_.size()),
+                 static_cast<long long>(validation_.size()),
+                 static_cast<long long>(batches_per_epoch_),
+                 static_cast<long long>(options_.batch_size),
+                 options_.optimizer.c_str(), schedule_->base_rate(),
+                 schedule_->type().c_str(), options_.run_dir.c_str());
+  }
   TrainSummary summary;
   summary.monitor = options_.monitor;
   const Clock::time_point run_start = Clock::now();
@@ -751,14 +865,16 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     position_.batches_consumed = 0;
     position_.epoch_loss_sum = 0;
     position_.epoch_examples = 0;
-    std::fprintf(stderr,
-                 "epoch %lld/%lld: train_loss %.4f val_loss %.4f val_acc "
-                 "%.4f lr %.4g (%.1f s, %.0f ex/s)\n",
-                 static_cast<long long>(position_.epoch),
-                 static_cast<long long>(options_.epochs), train_loss,
-                 validation.loss, validation.accuracy,
-                 schedule_->RateAt(position_.global_step), epoch_seconds,
-                 epoch_seconds > 0 ? epoch_examples / epoch_seconds : 0.0);
+    if (leader_) {
+      std::fprintf(stderr,
+                   "epoch %lld/%lld: train_loss %.4f val_loss %.4f val_acc "
+                   "%.4f lr %.4g (%.1f s, %.0f ex/s)\n",
+                   static_cast<long long>(position_.epoch),
+                   static_cast<long long>(options_.epochs), train_loss,
+                   validation.loss, validation.accuracy,
+                   schedule_->RateAt(position_.global_step), epoch_seconds,
+                   epoch_seconds > 0 ? epoch_examples / epoch_seconds : 0.0);
+    }
     nlohmann::json record = {
         {"epoch", position_.epoch},
         {"step", position_.global_step},
@@ -770,7 +886,8 @@ absl::StatusOr<TrainSummary> Run::Execute() {
         {"epoch_seconds", epoch_seconds},
         {"wall_seconds", Seconds(Clock::now() - run_start)},
     };
-    if (absl::Status status = AppendMetrics(options_.run_dir, record);
+    if (absl::Status status = leader_ ? AppendMetrics(options_.run_dir, record)
+                                      : absl::OkStatus();
         !status.ok()) {
       return status;
     }
@@ -779,7 +896,9 @@ absl::StatusOr<TrainSummary> Run::Execute() {
         !status.ok()) {
       return status;
     }
-    if (StopRequested()) stop = true;
+    absl::StatusOr<bool> agreed = AgreeToStop(StopRequested());
+    if (!agreed.ok()) return agreed.status();
+    stop = *agreed;
   }
   progress_->Break();
   if (stop && last_saved_step_ != position_.global_step) {
@@ -788,6 +907,16 @@ absl::StatusOr<TrainSummary> Run::Execute() {
       return status;
     }
   }
+  summary.epochs_completed = position_.epoch;
+  summary.global_step = position_.global_step;
+  summary.stop_signal =
+      stop && stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  if (!leader_) {
+    std::fprintf(stderr, "train: rank %d of %d done at step %lld\n",
+                 group_->rank(), group_->world_size(),
+                 static_cast<long long>(position_.global_step));
+    return summary;
+  }
   {
     const Clock::time_point start = Clock::now();
     absl::Status status = saver_->Wait();
@@ -795,14 +924,10 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     summary.final_save_wait_seconds = Seconds(Clock::now() - start);
     if (!status.ok()) return Annotate(status, "saving a checkpoint");
   }
-  summary.epochs_completed = position_.epoch;
-  summary.global_step = position_.global_step;
   summary.best_path = manager_->BestPath();
   summary.last_path = manager_->LastPath();
   // A signal that arrives after the last epoch does not make a finished run
-  // look interrupted.
-  summary.stop_signal =
-      stop && stop_signal_ != nullptr ? stop_signal_->load() : 0;
+  // look interrupted (stop_signal is set above only when stopping).
   summary.stopped_at_max_steps =
       stop && summary.stop_signal == 0 && options_.max_steps > 0;
   summary.checkpoint_seconds = checkpoint_seconds_;

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The trainer on several processes (Gloo on loopback), launched as torchrun
+# launches it (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT per process).
+#
+# What must hold:
+#   1. 2 and 3 processes (3: uneven slices of every batch) end within 1e-5
+#      of one process's tensors (sums over ranks run in another order);
+#   2. the same world size twice gives bitwise the same checkpoint;
+#   3. stopped at --max_steps and resumed with the same world size, the run
+#      ends bitwise where the uninterrupted run ends; so does a job whose
+#      processes all got SIGTERM (exit 143) once a checkpoint existed;
+#   4. resuming with another world size works and says bitwise equality
+#      is not promised;
+#   5. a process whose peer never comes exits 1 with one line within the
+#      timeout.
+# Skipped (exit 0, with the reason) where the build has no Gloo.
+set -euo pipefail
+
+runfiles="${TEST_SRCDIR}/ckpt_project"
+train="${runfiles}/trainer/train"
+ckpt="${runfiles}/checkpoint/ckpt"
+data_dir="${TEST_SRCDIR}/fashion_mnist"
+work="${TEST_TMPDIR}/distributed"
+rm -rf "${work}"
+mkdir -p "${work}"
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+common=(
+  --data_dir="${data_dir}" --model=cnn --epochs=2 --batch_size=30
+  --max_train_examples=320 --max_val_examples=100 --threads=1 --seed=7
+  --save_every_steps=3 --progress=none --device=cpu --skip_test
+  --dist_timeout_s=60
+)
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# job WORLD NAME ARGS...: runs WORLD processes of train; logs in NAME.rankN.
+job() {
+  local world="$1" name="$2"
+  shift 2
+  local port pids=() rank status=0
+  port="$(free_port)"
+  for ((rank = 0; rank < world; rank++)); do
+    RANK="${rank}" WORLD_SIZE="${world}" LOCAL_RANK="${rank}" \
+      LOCAL_WORLD_SIZE="${world}" MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+      "${train}" "${common[@]}" "$@" >"${work}/${name}.rank${rank}" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "${pid}" || status=$?
+  done
+  return "${status}"
+}
+
+# The largest absolute difference `ckpt diff A B` reports (0 when equal);
+# diff exits 1 when the checkpoints differ, which is expected here.
+largest_difference() {
+  { "${ckpt}" diff "$1" "$2" || true; } | awk '/max abs diff/ { d = $6 + 0; if (d > m) m = d }
+    /^[-+] / { print "names differ"; exit } END { print m + 0 }'
+}
+
+if "${train}" --help >/dev/null 2>&1 && ! job 2 probe --run_dir="${work}/probe" --max_steps=1; then
+  if grep -q "without Gloo" "${work}/probe.rank0"; then
+    echo "skipped: $(head -1 "${work}/probe.rank0")"
+    exit 0
+  fi
+  cat "${work}"/probe.rank*
+  fail "a 2-process run of one step failed"
+fi
+
+echo "== one process"
+"${train}" --run_dir="${work}/one" "${common[@]}" >"${work}/one.log" 2>&1 ||
+  fail "one process: $(tail -2 "${work}/one.log")"
+
+for world in 2 3; do
+  echo "== ${world} processes"
+  job "${world}" "w${world}" --run_dir="${work}/w${world}" ||
+    fail "${world} processes: $(cat "${work}"/w${world}.rank*)"
+  grep -q "done at step 22" "${work}/w${world}.rank1" ||
+    fail "rank 1 did not report the last step"
+  difference="$(largest_difference "${work}/w${world}/last" "${work}/one/last")"
+  echo "largest difference from one process: ${difference}"
+  awk -v d="${difference}" 'BEGIN { exit !(d <= 1e-5) }' ||
+    fail "${world} processes differ from one by ${difference}"
+done
+
+echo "== the same world size twice"
+job 2 again --run_dir="${work}/again" || fail "second 2-process run"
+uninterrupted="$("${ckpt}" digest "${work}/w2/last")"
+[[ "$("${ckpt}" digest "${work}/again/last")" == "${uninterrupted}" ]] ||
+  fail "two 2-process runs differ"
+
+echo "== stopped at --max_steps, resumed with the same world size"
+job 2 stopped --run_dir="${work}/stopped" --max_steps=7 ||
+  fail "2 processes to step 7"
+job 2 resumed --run_dir="${work}/stopped" --resume || fail "resume"
+[[ "$("${ckpt}" digest "${work}/stopped/last")" == "${uninterrupted}" ]] ||
+  fail "the resumed run does not end where the uninterrupted one does"
+
+echo "== SIGTERM to every process once a checkpoint exists"
+port="$(free_port)"
+pids=()
+for rank in 0 1; do
+  RANK="${rank}" WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+    "${train}" --run_dir="${work}/term" "${common[@]}" --epochs=40 \
+    >"${work}/term.rank${rank}" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 1 600); do
+  [[ -e "${work}/term/last" ]] && break
+  sleep 0.05
+done
+[[ -e "${work}/term/last" ]] || fail "no checkpoint before the job ended"
+kill -TERM "${pids[@]}"
+for pid in "${pids[@]}"; do
+  status=0
+  wait "${pid}" || status=$?
+  [[ "${status}" == 143 ]] || fail "a process exited ${status}, not 143"
+done
+"${ckpt}" verify "${work}/term/last" >/dev/null || fail "last does not verify"
+job 2 term_resumed --run_dir="${work}/term" --epochs=40 --resume ||
+  fail "resume after SIGTERM"
+job 2 term_straight --run_dir="${work}/term_straight" --epochs=40 ||
+  fail "uninterrupted 40 epochs"
+[[ "$("${ckpt}" digest "${work}/term/last")" == \
+  "$("${ckpt}" digest "${work}/term_straight/last")" ]] ||
+  fail "SIGTERM + resume does not end where the uninterrupted run does"
+
+echo "== resumed with another world size"
+job 2 other --run_dir="${work}/other" --max_steps=7 || fail "2 processes"
+job 3 other_resumed --run_dir="${work}/other" --resume ||
+  fail "3 processes resuming a 2-process run"
+grep -q "bitwise equality with the original run is not promised" \
+  "${work}/other_resumed.rank0" || fail "no word on bitwise equality"
+difference="$(largest_difference "${work}/other/last" "${work}/w2/last")"
+awk -v d="${difference}" 'BEGIN { exit !(d <= 1e-5) }' ||
+  fail "resumed on 3 differs from 2 by ${difference}"
+
+echo "== a peer that never comes"
+port="$(free_port)"
+status=0
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+  timeout 60 "${train}" --run_dir="${work}/alone" "${common[@]}" \
+  --dist_timeout_s=2 >"${work}/alone.log" 2>&1 || status=$?
+[[ "${status}" == 1 ]] || fail "exit ${status}: $(cat "${work}/alone.log")"
+grep -q "not every process joined within 2s" "${work}/alone.log" ||
+  fail "no clear error: $(cat "${work}/alone.log")"
+[[ "$(grep -c "error" "${work}/alone.log")" == 1 ]] || fail "not one line"
+echo "PASS"
