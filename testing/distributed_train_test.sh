@@ -11,7 +11,9 @@
 #      processes all got SIGTERM (exit 143) once a checkpoint existed;
 #   4. resuming with another world size works and says bitwise equality
 #      is not promised;
-#   5. a process whose peer never comes exits 1 with one line within the
+#   5. under torchrun (its agent's store) the run ends bitwise where the
+#      hand-launched 2-process run ends;
+#   6. a process whose peer never comes exits 1 with one line within the
 #      timeout.
 # Skipped (exit 0, with the reason) where the build has no Gloo.
 set -euo pipefail
@@ -141,6 +143,18 @@ grep -q "bitwise equality with the original run is not promised" \
 difference="$(largest_difference "${work}/other/last" "${work}/w2/last")"
 awk -v d="${difference}" 'BEGIN { exit !(d <= 1e-5) }' ||
   fail "resumed on 3 differs from 2 by ${difference}"
+
+echo "== launched by torchrun (its agent hosts the store)"
+# Debian's torchrun 1.13 needs --redirects 1 --tee 1 on Python 3.11.
+/usr/bin/python3 -m torch.distributed.run --nproc_per_node=2 \
+  --master_port="$(free_port)" --no_python --redirects 1 --tee 1 \
+  --log_dir "${work}/torchrun_logs" "${train}" --run_dir="${work}/torchrun" \
+  "${common[@]}" >"${work}/torchrun.log" 2>&1 ||
+  fail "torchrun: $(tail -5 "${work}/torchrun.log")"
+grep -q "torchrun's agent, /worker/attempt_0" "${work}/torchrun.log" ||
+  fail "the workers did not join torchrun's agent store"
+[[ "$("${ckpt}" digest "${work}/torchrun/last")" == "${uninterrupted}" ]] ||
+  fail "under torchrun the run does not end where the 2-process run does"
 
 echo "== a peer that never comes"
 port="$(free_port)"
