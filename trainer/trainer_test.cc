@@ -59,6 +59,21 @@ TEST(TrainerTest, UsageErrorsNameTheFlagAndWriteNothing) {
          o.amp = true;
        },
        "--amp"},
+      {"rank_outside",
+       [](TrainOptions& o) {
+         o.world_size = 2;
+         o.rank = 2;
+       },
+       "--rank in [0, --world_size)"},
+      {"no_meeting_point",
+       [](TrainOptions& o) {
+         o.device = "cpu";
+         o.world_size = 2;
+         o.rank = 1;
+       },
+       "needs the address and port where they meet"},
+      {"bad_timeout", [](TrainOptions& o) { o.dist_timeout_seconds = 0; },
+       "--dist_timeout_s"},
   };
   for (const UsageCase& c : cases) {
     SCOPED_TRACE(c.name);
