@@ -69,7 +69,7 @@ largest_difference() {
 
 if "${train}" --help >/dev/null 2>&1 && ! job 2 probe --run_dir="${work}/probe" --max_steps=1; then
   if grep -q "without Gloo" "${work}/probe.rank0"; then
-    echo "skipped: $(head -1 "${work}/probe.rank0")"
+    echo "skipped: $(grep -m1 "without Gloo" "${work}/probe.rank0")"
     exit 0
   fi
   cat "${work}"/probe.rank*
