@@ -8,7 +8,9 @@
 #   2. the same world size twice gives bitwise the same checkpoint;
 #   3. stopped at --max_steps and resumed with the same world size, the run
 #      ends bitwise where the uninterrupted run ends; so does a job whose
-#      processes all got SIGTERM (exit 143) once a checkpoint existed;
+#      processes all got SIGTERM (exit 143) once a checkpoint existed, and
+#      so does one whose rank 0 was SIGKILLed inside a save (rank 1 then
+#      exits 1 with one line, and `last` is the previous, verified save);
 #   4. resuming with another world size works and says bitwise equality
 #      is not promised;
 #   5. under torchrun (its agent's store) the run ends bitwise where the
@@ -133,6 +135,42 @@ job 2 term_straight --run_dir="${work}/term_straight" --epochs=40 ||
 [[ "$("${ckpt}" digest "${work}/term/last")" == \
   "$("${ckpt}" digest "${work}/term_straight/last")" ]] ||
   fail "SIGTERM + resume does not end where the uninterrupted run does"
+
+echo "== rank 0 SIGKILLed in the middle of its second save"
+# CKPT_STOP_AT stops rank 0 (SIGSTOP) once the second checkpoint's data is
+# written and before its manifest: a deterministic point inside the save.
+port="$(free_port)"
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+  CKPT_STOP_AT=writer.data_written:2 \
+  "${train}" --run_dir="${work}/killed" "${common[@]}" \
+  >"${work}/killed.rank0" 2>&1 &
+leader=$!
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+  "${train}" --run_dir="${work}/killed" "${common[@]}" --dist_timeout_s=10 \
+  >"${work}/killed.rank1" 2>&1 &
+follower=$!
+for _ in $(seq 1 600); do
+  [[ "$(awk '{ print $3 }' "/proc/${leader}/stat" 2>/dev/null)" == T ]] && break
+  sleep 0.05
+done
+[[ "$(awk '{ print $3 }' "/proc/${leader}/stat")" == T ]] ||
+  fail "rank 0 never reached the stop point"
+kill -KILL "${leader}"
+wait "${leader}" || true
+status=0
+wait "${follower}" || status=$?
+[[ "${status}" == 1 ]] || fail "rank 1 exited ${status}, not 1"
+[[ "$(grep -c "error" "${work}/killed.rank1")" == 1 ]] ||
+  fail "rank 1 did not fail with one line: $(cat "${work}/killed.rank1")"
+cat "${work}/killed.rank1"
+"${ckpt}" verify "${work}/killed/last" >/dev/null ||
+  fail "the last committed checkpoint does not verify"
+[[ "$(readlink "${work}/killed/last")" == epoch=0000-step=000003* ]] ||
+  fail "last is $(readlink "${work}/killed/last"), not step 3"
+job 2 killed_resumed --run_dir="${work}/killed" --resume ||
+  fail "resume after the kill"
+[[ "$("${ckpt}" digest "${work}/killed/last")" == "${uninterrupted}" ]] ||
+  fail "the run resumed after the kill does not end where the uninterrupted one does"
 
 echo "== resumed with another world size"
 job 2 other --run_dir="${work}/other" --max_steps=7 || fail "2 processes"
