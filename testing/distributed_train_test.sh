@@ -4,7 +4,9 @@
 #
 # What must hold:
 #   1. 2 and 3 processes (3: uneven slices of every batch) end within 1e-5
-#      of one process's tensors (sums over ranks run in another order);
+#      of one process's tensors (sums over ranks run in another order), and
+#      print one process's train and validation metrics (validation split
+#      across the processes and summed);
 #   2. the same world size twice gives bitwise the same checkpoint;
 #   3. stopped at --max_steps and resumed with the same world size, the run
 #      ends bitwise where the uninterrupted run ends; so does a job whose
@@ -35,7 +37,7 @@ fail() {
 
 common=(
   --data_dir="${data_dir}" --model=cnn --epochs=2 --batch_size=30
-  --max_train_examples=320 --max_val_examples=100 --threads=1 --seed=7
+  --max_train_examples=320 --max_val_examples=2500 --threads=1 --seed=7
   --save_every_steps=3 --progress=none --device=cpu --skip_test
   --dist_timeout_s=60
 )
@@ -92,6 +94,11 @@ for world in 2 3; do
   echo "largest difference from one process: ${difference}"
   awk -v d="${difference}" 'BEGIN { exit !(d <= 1e-5) }' ||
     fail "${world} processes differ from one by ${difference}"
+  # Losses and validation metrics, reduced over the processes, read as one
+  # process's (to the 4 decimals printed).
+  [[ "$(grep '^epoch' "${work}/one.log" | sed 's/ (.*//')" == \
+    "$(grep '^epoch' "${work}/w${world}.rank0" | sed 's/ (.*//')" ]] ||
+    fail "epoch metrics differ: $(grep '^epoch' "${work}/w${world}.rank0")"
 done
 
 echo "== the same world size twice"

@@ -140,28 +140,51 @@ struct Evaluation {
   double accuracy = 0;
 };
 
-Evaluation Evaluate(torch::jit::Module& model, const Split& split,
-                    const torch::Device& device) {
+// The sums of an evaluation over batches rank, rank + world, ... of `split`
+// (all of them for one process), so that processes can share the work and
+// add their sums.
+struct EvaluationSums {
+  double loss_sum = 0;
+  double correct = 0;
+  double count = 0;
+};
+
+EvaluationSums EvaluateBatches(torch::jit::Module& model, const Split& split,
+                               const torch::Device& device, int rank = 0,
+                               int world = 1) {
   model.eval();
   torch::NoGradGuard no_grad;
-  double loss_sum = 0;
+  EvaluationSums sums;
   int64_t correct = 0;
-  for (int64_t begin = 0; begin < split.size(); begin += kEvalBatchSize) {
+  for (int64_t begin = rank * kEvalBatchSize; begin < split.size();
+       begin += world * kEvalBatchSize) {
     const int64_t end = std::min(split.size(), begin + kEvalBatchSize);
     torch::Tensor images = split.images.slice(0, begin, end).to(device);
     torch::Tensor labels = split.labels.slice(0, begin, end).to(device);
     torch::Tensor logits = model.forward({images}).toTensor().to(torch::kFloat);
-    loss_sum += at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum)
-                    .item<double>();
+    sums.loss_sum +=
+        at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum)
+            .item<double>();
     correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+    sums.count += static_cast<double>(end - begin);
   }
   model.train();
+  sums.correct = static_cast<double>(correct);
+  return sums;
+}
+
+Evaluation FromSums(const EvaluationSums& sums) {
   Evaluation evaluation;
-  if (split.size() > 0) {
-    evaluation.loss = loss_sum / split.size();
-    evaluation.accuracy = static_cast<double>(correct) / split.size();
+  if (sums.count > 0) {
+    evaluation.loss = sums.loss_sum / sums.count;
+    evaluation.accuracy = sums.correct / sums.count;
   }
   return evaluation;
+}
+
+Evaluation Evaluate(torch::jit::Module& model, const Split& split,
+                    const torch::Device& device) {
+  return FromSums(EvaluateBatches(model, split, device));
 }
 
 // ---------------------------------------------------------------------------
@@ -236,6 +259,9 @@ class Run {
   absl::Status JoinProcesses();
   // True on every rank when any rank was asked to stop: all stop together.
   absl::StatusOr<bool> AgreeToStop(bool stop);
+  // The validation set's loss and accuracy, each process evaluating its
+  // share of the batches.
+  absl::StatusOr<Evaluation> Validate();
 
   TrainOptions options_;
   const std::atomic<int>* stop_signal_;
@@ -828,6 +854,21 @@ absl::StatusOr<bool> Run::AgreeToStop(bool stop) {
   return votes[0].item<double>() > 0;
 }
 
+absl::StatusOr<Evaluation> Run::Validate() {
+  EvaluationSums sums = EvaluateBatches(model_, validation_, device_,
+                                        group_->rank(), group_->world_size());
+  if (group_->world_size() > 1) {
+    std::vector<torch::Tensor> shared = {torch::tensor(
+        {sums.loss_sum, sums.correct, sums.count}, torch::kFloat64)};
+    if (absl::Status status = group_->AllReduceSum(shared); !status.ok()) {
+      return Annotate(status, "validating");
+    }
+    sums = {shared[0][0].item<double>(), shared[0][1].item<double>(),
+            shared[0][2].item<double>()};
+  }
+  return FromSums(sums);
+}
+
 absl::StatusOr<TrainSummary> Run::Execute() {
   if (absl::Status status = Setup(); !status.ok()) return status;
   // Followers print nothing; the leader speaks for the job.
@@ -860,7 +901,9 @@ absl::StatusOr<TrainSummary> Run::Execute() {
     const double epoch_seconds = progress_->EpochSeconds();
     const int64_t epoch_examples = progress_->EpochExamples();
     progress_->Break();
-    Evaluation validation = Evaluate(model_, validation_, device_);
+    absl::StatusOr<Evaluation> validation_or = Validate();
+    if (!validation_or.ok()) return validation_or.status();
+    const Evaluation validation = *validation_or;
     ++position_.epoch;
     position_.batches_consumed = 0;
     position_.epoch_loss_sum = 0;
