@@ -5,7 +5,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -113,13 +112,8 @@ absl::Status WriteOurs(const TensorSource& source,
           "it names tensors, and names were changed or dropped");
     }
   } else {
-    *metadata = ForeignMetadata(source);
-    if (values.empty()) {  // model_only: the file's values stay behind
-      for (const SourceValue& value : source.values()) {
-        metadata->mutable_user()->erase(absl::StrCat("python/", value.name));
-      }
-      metadata->clear_progress();
-    }
+    // model_only leaves the file's values behind.
+    *metadata = ForeignMetadata(source, /*include_values=*/!values.empty());
   }
   metadata->mutable_producer()->set_tool("ckpt convert");
   metadata->mutable_producer()->set_version(project::kVersion);
@@ -136,7 +130,7 @@ absl::Status WriteOurs(const TensorSource& source,
 absl::Status WriteTorchSave(const TensorSource& source,
                             const std::vector<Planned>& planned,
                             const std::vector<const SourceValue*>& values,
-                            const std::string& out, ConvertReport* report) {
+                            const std::string& out) {
   PickleTree tree;
   std::vector<PtTensorData> tensors;
   PickleValue* state_dict = tree.Dict();
@@ -175,7 +169,6 @@ absl::Status WriteTorchSave(const TensorSource& source,
                        "path is already a value"));
     }
   }
-  report->values_kept = static_cast<int>(values.size());
   return WritePt(out, *root, tensors);
 }
 
@@ -303,7 +296,7 @@ absl::StatusOr<ConvertReport> Convert(const std::string& in,
                           out, &report);
       break;
     case SourceFormat::kTorchSave:
-      written = WriteTorchSave(*source, planned, values, out, &report);
+      written = WriteTorchSave(*source, planned, values, out);
       break;
     case SourceFormat::kSafetensors:
       written = WriteSafetensorsFile(*source, planned, values, out);
@@ -316,11 +309,7 @@ absl::StatusOr<ConvertReport> Convert(const std::string& in,
             [](const Planned& a, const Planned& b) { return a.name < b.name; });
   checkpoint::TensorDigester expected(planned.size());
   for (const Planned& tensor : planned) {
-    const SourceTensor& from = source->tensors()[tensor.index];
-    expected.Begin(
-        tensor.name,
-        from.checkpoint_dtype.value_or(checkpoint::proto::DTYPE_UNSPECIFIED),
-        from.dtype, from.shape, from.size_bytes);
+    BeginDigest(expected, tensor.name, source->tensors()[tensor.index]);
     expected.Update(
         absl::MakeConstSpan(tensor.bytes.data(), tensor.bytes.size()));
   }

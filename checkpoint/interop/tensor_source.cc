@@ -14,15 +14,12 @@
 #include "checkpoint/interop/pt_file.h"
 #include "checkpoint/interop/safetensors.h"
 #include "checkpoint/reader.h"
-#include "checkpoint/writer.h"
 #include "tools/base/endian.h"
 #include "tools/base/files.h"
 #include "tools/base/status.h"
 
 namespace interop {
 namespace {
-
-using checkpoint::proto::DType;
 
 // safetensors dtypes that torch knows by another name; the rest keep theirs.
 std::string TorchNameOfSafetensorsDtype(const SafetensorsEntry& entry) {
@@ -291,10 +288,7 @@ absl::StatusOr<std::string> TensorSource::Digest() const {
   std::string scratch;
   for (size_t index : order) {
     const SourceTensor& tensor = tensors_[index];
-    digester.Begin(
-        tensor.name,
-        tensor.checkpoint_dtype.value_or(checkpoint::proto::DTYPE_UNSPECIFIED),
-        tensor.dtype, tensor.shape, tensor.size_bytes);
+    BeginDigest(digester, tensor.name, tensor);
     absl::StatusOr<absl::string_view> bytes = TensorBytes(index, &scratch);
     if (!bytes.ok()) {
       return base::Annotate(bytes.status(), absl::StrCat("digest: ", path_));
@@ -304,7 +298,16 @@ absl::StatusOr<std::string> TensorSource::Digest() const {
   return digester.Finish();
 }
 
-checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source) {
+void BeginDigest(checkpoint::TensorDigester& digester, absl::string_view name,
+                 const SourceTensor& tensor) {
+  digester.Begin(
+      name,
+      tensor.checkpoint_dtype.value_or(checkpoint::proto::DTYPE_UNSPECIFIED),
+      tensor.dtype, tensor.shape, tensor.size_bytes);
+}
+
+checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source,
+                                            bool include_values) {
   checkpoint::proto::Metadata metadata;
   auto& user = *metadata.mutable_user();
   if (source.format() == SourceFormat::kSafetensors) {
@@ -313,6 +316,7 @@ checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source) {
     }
   }
   if (!source.model_key().empty()) user[kModelKeyField] = source.model_key();
+  if (!include_values) return metadata;
   for (const SourceValue& value : source.values()) {
     user[absl::StrCat(kPythonValuePrefix, value.name)] = value.repr;
     if (value.kind != SourceValue::Kind::kInt) continue;

@@ -50,6 +50,7 @@
 
 namespace checkpoint {
 class CheckpointReader;
+class TensorDigester;
 }  // namespace checkpoint
 
 namespace interop {
@@ -161,7 +162,16 @@ class TensorSource {
 // user["torch.save/model_key"], safetensors metadata as
 // user["safetensors/<key>"]; TensorSource reads the values and the model
 // key back from our checkpoint. Used by `ckpt convert` and LoadCheckpoint.
-checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source);
+// Without `include_values`, the values (and the progress they give) stay
+// out.
+checkpoint::proto::Metadata ForeignMetadata(const TensorSource& source,
+                                            bool include_values = true);
+
+// Starts `tensor` in a TensorDigester under `name` (its own name, or the one
+// a conversion gives it), so that every digest of source tensors is taken
+// the same way.
+void BeginDigest(checkpoint::TensorDigester& digester, absl::string_view name,
+                 const SourceTensor& tensor);
 
 }  // namespace interop
 
