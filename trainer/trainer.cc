@@ -713,20 +713,21 @@ absl::Status Run::TrainEpoch(int64_t epoch, bool* stop) {
 
     const int64_t batch = end - begin;
     bool stop_requested = StopRequested();
+    // Not for one process: loss * n / n need not give back the loss bit for
+    // bit, and one process's arithmetic stays as it always was.
     if (group_->world_size() > 1) {
       // The batch's mean loss and whether any process was asked to stop,
       // in one small sum over the processes.
-      std::vector<torch::Tensor> shared = {
-          torch::tensor({loss_value * static_cast<double>(slice.size()),
-                         stop_requested ? 1.0 : 0.0},
-                        torch::kFloat64)};
+      std::vector<double> shared = {
+          loss_value * static_cast<double>(slice.size()),
+          stop_requested ? 1.0 : 0.0};
       if (absl::Status status = group_->AllReduceSum(shared); !status.ok()) {
         progress_->Break();
         return Annotate(status,
                         absl::StrCat("step ", position_.global_step + 1));
       }
-      loss_value = shared[0][0].item<double>() / static_cast<double>(batch);
-      stop_requested = shared[0][1].item<double>() > 0;
+      loss_value = shared[0] / static_cast<double>(batch);
+      stop_requested = shared[1] > 0;
     }
     position_.epoch_loss_sum += loss_value * batch;
     position_.epoch_examples += batch;
@@ -845,28 +846,21 @@ absl::Status Run::JoinProcesses() {
 }
 
 absl::StatusOr<bool> Run::AgreeToStop(bool stop) {
-  if (group_->world_size() == 1) return stop;
-  std::vector<torch::Tensor> votes = {
-      torch::tensor({stop ? 1.0 : 0.0}, torch::kFloat64)};
+  std::vector<double> votes = {stop ? 1.0 : 0.0};
   if (absl::Status status = group_->AllReduceSum(votes); !status.ok()) {
     return Annotate(status, "agreeing to stop");
   }
-  return votes[0].item<double>() > 0;
+  return votes[0] > 0;
 }
 
 absl::StatusOr<Evaluation> Run::Validate() {
   EvaluationSums sums = EvaluateBatches(model_, validation_, device_,
                                         group_->rank(), group_->world_size());
-  if (group_->world_size() > 1) {
-    std::vector<torch::Tensor> shared = {torch::tensor(
-        {sums.loss_sum, sums.correct, sums.count}, torch::kFloat64)};
-    if (absl::Status status = group_->AllReduceSum(shared); !status.ok()) {
-      return Annotate(status, "validating");
-    }
-    sums = {shared[0][0].item<double>(), shared[0][1].item<double>(),
-            shared[0][2].item<double>()};
+  std::vector<double> shared = {sums.loss_sum, sums.correct, sums.count};
+  if (absl::Status status = group_->AllReduceSum(shared); !status.ok()) {
+    return Annotate(status, "validating");
   }
-  return FromSums(sums);
+  return FromSums({shared[0], shared[1], shared[2]});
 }
 
 absl::StatusOr<TrainSummary> Run::Execute() {

@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tools/base/status.h"
 #include "torch/torch.h"
 
 #if CKPT_WITH_GLOO
@@ -258,6 +259,15 @@ absl::Status ProcessGroup::AllReduceSum(std::vector<torch::Tensor>& tensors,
   } catch (const std::exception& error) {
     return CollectiveError(error, absl::StrCat(impl_->where, ": allreduce"));
   }
+}
+
+absl::Status ProcessGroup::AllReduceSum(std::vector<double>& values) {
+  if (world_size_ == 1 || values.empty()) return absl::OkStatus();
+  std::vector<torch::Tensor> shared = {torch::tensor(values, torch::kFloat64)};
+  RETURN_IF_ERROR(AllReduceSum(shared));
+  const double* sums = shared[0].data_ptr<double>();
+  values.assign(sums, sums + values.size());
+  return absl::OkStatus();
 }
 
 absl::Status ProcessGroup::AllReduceMean(std::vector<torch::Tensor>& tensors,

@@ -75,6 +75,9 @@ class ProcessGroup {
   // Element-wise sum over ranks, in place (metrics: loss sums, counts).
   absl::Status AllReduceSum(std::vector<torch::Tensor>& tensors,
                             int64_t bucket_bytes = int64_t{25} << 20);
+  // The same for a few numbers (a loss sum, a count, a stop vote), summed
+  // in float64; with one process they are left exactly as they are.
+  absl::Status AllReduceSum(std::vector<double>& values);
   absl::Status Barrier();
 
  private:

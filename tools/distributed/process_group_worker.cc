@@ -126,6 +126,11 @@ int main(int argc, char** argv) {
                         torch::kInt64)),
         "sum of ranks");
 
+  std::vector<double> numbers = {static_cast<double>(rank), 0.5};
+  cli::ExitIfError((*group)->AllReduceSum(numbers));
+  Check(numbers == std::vector<double>{world * (world - 1) / 2, 0.5 * world},
+        "sum of numbers");
+
   std::vector<torch::Tensor> parameters = {torch::full({3, 3}, rank + 10.0f),
                                            torch::full({7}, rank + 20.0f)};
   cli::ExitIfError((*group)->Broadcast(parameters, /*root=*/0));
