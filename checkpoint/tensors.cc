@@ -129,18 +129,13 @@ void ParallelFor(size_t count, int threads,
   for (std::thread& thread : pool) thread.join();
 }
 
-absl::Status SaveCheckpointOrThrow(const std::string& path,
-                                   const CheckpointState& state,
-                                   WriterOptions options) {
-  absl::StatusOr<std::unique_ptr<CheckpointWriter>> writer =
-      CheckpointWriter::Create(path, options);
-  if (!writer.ok()) return writer.status();
-  *(*writer)->mutable_metadata() = state.metadata;
-  FillMetadata((*writer)->mutable_metadata());
-  *(*writer)->mutable_training_state() = state.training_state;
+// Writes every tensor of `tensors` through `add` (a CheckpointWriter's or
+// a DataFileWriter's AddTensor), one staging copy alive at a time.
+template <typename Writer>
+absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> shape;
-  for (const auto& [name, tensor] : state.tensors) {
+  for (const auto& [name, tensor] : tensors) {
     const std::string context = absl::StrCat("tensor '", name, "'");
     if (!tensor.defined()) {
       return absl::InvalidArgumentError(
@@ -167,10 +162,45 @@ absl::Status SaveCheckpointOrThrow(const std::string& path,
     absl::Span<const char> bytes(static_cast<const char*>(cpu.data_ptr()),
                                  cpu.nbytes());
     absl::Status added =
-        (*writer)->AddTensor(name, dtype, shape, bytes, tensor.device().str());
+        writer.AddTensor(name, dtype, shape, bytes, tensor.device().str());
     if (!added.ok()) return Annotate(added, context);
   }
+  return absl::OkStatus();
+}
+
+absl::Status SaveCheckpointOrThrow(const std::string& path,
+                                   const CheckpointState& state,
+                                   WriterOptions options,
+                                   const BeforeCommit& before_commit) {
+  absl::StatusOr<std::unique_ptr<CheckpointWriter>> writer =
+      CheckpointWriter::Create(path, options);
+  if (!writer.ok()) return writer.status();
+  *(*writer)->mutable_metadata() = state.metadata;
+  FillMetadata((*writer)->mutable_metadata());
+  *(*writer)->mutable_training_state() = state.training_state;
+  if (absl::Status status = AddTensorsOrThrow(state.tensors, **writer);
+      !status.ok()) {
+    return status;
+  }
+  if (before_commit) {
+    if (absl::Status status = before_commit(**writer); !status.ok()) {
+      return status;
+    }
+  }
   return (*writer)->Commit();
+}
+
+absl::StatusOr<DataFilePart> WriteDataFileOrThrow(const std::string& path,
+                                                  const NamedTensors& tensors,
+                                                  WriterOptions options) {
+  absl::StatusOr<std::unique_ptr<DataFileWriter>> writer =
+      DataFileWriter::Create(path, options);
+  if (!writer.ok()) return writer.status();
+  if (absl::Status status = AddTensorsOrThrow(tensors, **writer);
+      !status.ok()) {
+    return status;
+  }
+  return (*writer)->Finish();
 }
 
 absl::Status CheckDevice(const torch::Device& device) {
@@ -389,11 +419,26 @@ proto::DType ToProtoDType(torch::Dtype dtype) {
 }
 
 absl::Status SaveCheckpoint(const std::string& path,
-                            const CheckpointState& state,
-                            WriterOptions options) {
+                            const CheckpointState& state, WriterOptions options,
+                            const BeforeCommit& before_commit) {
   const std::string context = absl::StrCat("saving checkpoint ", path);
   try {
-    return Annotate(SaveCheckpointOrThrow(path, state, options), context);
+    return Annotate(SaveCheckpointOrThrow(path, state, options, before_commit),
+                    context);
+  } catch (const std::exception& error) {
+    return FromException(context, error);
+  }
+}
+
+absl::StatusOr<DataFilePart> WriteDataFile(const std::string& path,
+                                           const NamedTensors& tensors,
+                                           WriterOptions options) {
+  const std::string context = absl::StrCat("writing data file ", path);
+  try {
+    absl::StatusOr<DataFilePart> part =
+        WriteDataFileOrThrow(path, tensors, options);
+    if (!part.ok()) return Annotate(part.status(), context);
+    return part;
   } catch (const std::exception& error) {
     return FromException(context, error);
   }
@@ -570,7 +615,8 @@ absl::Status AsyncCheckpointSaver::JoinAndTakeError() {
 
 absl::Status AsyncCheckpointSaver::SaveAsync(
     const std::string& path, const CheckpointState& state,
-    std::function<void(const absl::Status&)> on_committed) {
+    std::function<void(const absl::Status&)> on_committed,
+    BeforeCommit before_commit) {
   absl::Status previous = JoinAndTakeError();
   if (!previous.ok()) {
     return absl::Status(
@@ -587,8 +633,9 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
   pending_path_ = path;
   auto owned = std::make_shared<CheckpointState>(std::move(*snapshot));
   worker_ = std::thread([this, path, owned = std::move(owned),
-                         on_committed = std::move(on_committed)]() mutable {
-    absl::Status status = SaveCheckpoint(path, *owned, options_);
+                         on_committed = std::move(on_committed),
+                         before_commit = std::move(before_commit)]() mutable {
+    absl::Status status = SaveCheckpoint(path, *owned, options_, before_commit);
     // Frees the snapshot (or hands its slab back to staging_) before
     // reporting.
     owned.reset();

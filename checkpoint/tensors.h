@@ -53,13 +53,27 @@ struct CheckpointState {
   proto::TrainingState training_state;
 };
 
+// Runs after a save's own tensors are written and before its commit, on
+// the saving thread: a data-parallel job adds the other processes' data
+// files here (CheckpointWriter::AddDataFile). An error aborts the save,
+// which is then never committed.
+using BeforeCommit = std::function<absl::Status(CheckpointWriter&)>;
+
 // Writes `state` to the checkpoint directory `path` (its parent must exist)
 // and commits it atomically. Fills metadata fields left empty: producer,
 // libtorch_version, cuda_version/cudnn_version (when CUDA is available),
 // host and created_unix_micros. Errors name the tensor being written.
 absl::Status SaveCheckpoint(const std::string& path,
                             const CheckpointState& state,
-                            WriterOptions options = {});
+                            WriterOptions options = {},
+                            const BeforeCommit& before_commit = nullptr);
+
+// Writes `tensors` into one data file at `path` (not a checkpoint: a part
+// of one, for another process's CheckpointWriter::AddDataFile), fsync'ed.
+// The file must not exist; it is removed again on error.
+absl::StatusOr<DataFilePart> WriteDataFile(const std::string& path,
+                                           const NamedTensors& tensors,
+                                           WriterOptions options = {});
 
 struct LoadOptions {
   // "cpu" or "cuda:N".
@@ -125,8 +139,9 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // so steady-state pauses are a parallel memcpy without page faults; the
 // price is holding one copy of the state between saves.
 //
-// Methods must be called from one thread; `on_committed` runs on the
-// background thread with the save's final status.
+// Methods must be called from one thread; `before_commit` and
+// `on_committed` run on the background thread, the latter with the save's
+// final status.
 class AsyncCheckpointSaver {
  public:
   explicit AsyncCheckpointSaver(WriterOptions options = {},
@@ -137,7 +152,8 @@ class AsyncCheckpointSaver {
 
   absl::Status SaveAsync(
       const std::string& path, const CheckpointState& state,
-      std::function<void(const absl::Status&)> on_committed = nullptr);
+      std::function<void(const absl::Status&)> on_committed = nullptr,
+      BeforeCommit before_commit = nullptr);
 
   // Waits for the save in flight; returns the error of the last save if
   // it failed and was not returned before, OK otherwise.

@@ -37,7 +37,6 @@
 namespace checkpoint {
 namespace {
 
-constexpr char kDataFileName[] = "data-00000.bin";
 // Small tensors are gathered here so that a model of many small parameters
 // costs a few large writes instead of one syscall per tensor.
 constexpr size_t kWriteBufferSize = size_t{4} << 20;
@@ -133,28 +132,27 @@ absl::string_view DTypeName(proto::DType dtype) {
   }
 }
 
-class CheckpointWriter::Impl {
+// ---------------------------------------------------------------------------
+// DataFileWriter: one data file, shared by CheckpointWriter (data-00000.bin)
+// and the parts other processes write.
+
+class DataFileWriter::Impl {
  public:
-  Impl(std::string final_path, std::string parent, std::string temporary_name,
-       WriterOptions options)
-      : final_path_(std::move(final_path)),
-        parent_(std::move(parent)),
-        temporary_name_(std::move(temporary_name)),
-        temporary_(base::JoinPath(parent_, temporary_name_)),
-        data_path_(base::JoinPath(temporary_, kDataFileName)),
+  Impl(std::string path, std::string label, WriterOptions options)
+      : path_(std::move(path)),
+        label_(std::move(label)),
         options_(options),
         buffer_(new char[kWriteBufferSize]) {}
 
   ~Impl() {
-    if (!committed_) Abort();
+    if (fd_ >= 0) ::close(fd_);
+    if (opened_ && !finished_) ::unlink(path_.c_str());
   }
 
-  absl::Status OpenDataFile() {
-    data_fd_ = ::open(data_path_.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (data_fd_ < 0) {
-      return Fail(base::ErrnoToStatus(errno, "creating", data_path_));
-    }
+  absl::Status Open() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0) return Fail(base::ErrnoToStatus(errno, "creating", path_));
+    opened_ = true;
     return absl::OkStatus();
   }
 
@@ -163,17 +161,17 @@ class CheckpointWriter::Impl {
                          absl::Span<const char> bytes,
                          absl::string_view saved_device) {
     if (!error_.ok()) return error_;
-    if (committed_) {
+    if (finished_) {
       return absl::FailedPreconditionError(
-          absl::StrCat(final_path_, ": AddTensor after Commit"));
+          absl::StrCat(label_, ": AddTensor after Commit"));
     }
     const std::string tensor_name(name);
     auto context = [&](absl::string_view what) {
-      return absl::StrCat(final_path_, ": tensor '", tensor_name, "': ", what);
+      return absl::StrCat(label_, ": tensor '", tensor_name, "': ", what);
     };
     if (tensor_name.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(final_path_, ": empty tensor name"));
+          absl::StrCat(label_, ": empty tensor name"));
     }
     if (names_.count(tensor_name) != 0) {
       return absl::InvalidArgumentError(context("duplicate name"));
@@ -249,16 +247,198 @@ class CheckpointWriter::Impl {
     }
     offset_ = tensor_offset + bytes.size();
 
-    proto::TensorEntry* entry = manifest_.add_tensors();
-    entry->set_name(tensor_name);
-    entry->set_dtype(dtype);
-    for (int64_t dim : shape) entry->add_shape(dim);
-    entry->set_data_file(0);
-    entry->set_offset(tensor_offset);
-    entry->set_size_bytes(bytes.size());
-    entry->set_xxh3_64(checksum);
-    entry->set_saved_device(std::string(saved_device));
+    proto::TensorEntry& entry = part_.tensors.emplace_back();
+    entry.set_name(tensor_name);
+    entry.set_dtype(dtype);
+    for (int64_t dim : shape) entry.add_shape(dim);
+    entry.set_offset(tensor_offset);
+    entry.set_size_bytes(bytes.size());
+    entry.set_xxh3_64(checksum);
+    entry.set_saved_device(std::string(saved_device));
     names_.insert(tensor_name);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<DataFilePart> Finish() {
+    if (!error_.ok()) return error_;
+    if (finished_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(label_, ": Commit called twice"));
+    }
+    if (absl::Status status = Flush(nullptr, 0); !status.ok()) return status;
+    if (options_.sync && ::fsync(fd_) != 0) {
+      return Fail(base::ErrnoToStatus(errno, "fsync", path_));
+    }
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) {
+      return Fail(base::ErrnoToStatus(errno, "closing", path_));
+    }
+    finished_ = true;
+    part_.path = path_;
+    part_.size_bytes = offset_;
+    return std::move(part_);
+  }
+
+  // An I/O error happened: the file is unusable.
+  bool failed() const { return !error_.ok(); }
+
+ private:
+  // Writes the buffered bytes followed by `direct` (may be null) in as few
+  // syscalls as the kernel allows.
+  absl::Status Flush(const char* direct, size_t direct_size) {
+    struct iovec iov[2];
+    iov[0].iov_base = buffer_.get();
+    iov[0].iov_len = buffered_;
+    iov[1].iov_base = const_cast<char*>(direct);
+    iov[1].iov_len = direct_size;
+    absl::Status status = WriteFully(fd_, iov, 2, path_);
+    buffered_ = 0;
+    return Fail(status);
+  }
+
+  absl::Status Fail(absl::Status status) {
+    if (!status.ok() && error_.ok()) error_ = status;
+    return status;
+  }
+
+  const std::string path_;
+  const std::string label_;
+  const WriterOptions options_;
+  std::unique_ptr<char[]> buffer_;
+  size_t buffered_ = 0;
+  // Logical size of the file: bytes written plus bytes buffered.
+  uint64_t offset_ = 0;
+  int fd_ = -1;
+  bool opened_ = false;
+  bool finished_ = false;
+  absl::Status error_;
+  std::unordered_set<std::string> names_;
+  DataFilePart part_;
+};
+
+absl::StatusOr<std::unique_ptr<DataFileWriter>> DataFileWriter::Create(
+    std::string path, WriterOptions options) {
+  std::string label = path;
+  return Create(std::move(path), std::move(label), options);
+}
+
+absl::StatusOr<std::unique_ptr<DataFileWriter>> DataFileWriter::Create(
+    std::string path, std::string label, WriterOptions options) {
+  auto impl =
+      std::make_unique<Impl>(std::move(path), std::move(label), options);
+  if (absl::Status status = impl->Open(); !status.ok()) return status;
+  return std::unique_ptr<DataFileWriter>(new DataFileWriter(std::move(impl)));
+}
+
+DataFileWriter::DataFileWriter(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+DataFileWriter::~DataFileWriter() = default;
+
+absl::Status DataFileWriter::AddTensor(absl::string_view name,
+                                       proto::DType dtype,
+                                       absl::Span<const int64_t> shape,
+                                       absl::Span<const char> bytes,
+                                       absl::string_view saved_device) {
+  return impl_->AddTensor(name, dtype, shape, bytes, saved_device);
+}
+
+absl::StatusOr<DataFilePart> DataFileWriter::Finish() {
+  absl::StatusOr<DataFilePart> part = impl_->Finish();
+  if (part.ok()) base::StopPoint("writer.part_written");
+  return part;
+}
+
+// ---------------------------------------------------------------------------
+// CheckpointWriter.
+
+class CheckpointWriter::Impl {
+ public:
+  Impl(std::string final_path, std::string parent, std::string temporary_name,
+       WriterOptions options)
+      : final_path_(std::move(final_path)),
+        parent_(std::move(parent)),
+        temporary_name_(std::move(temporary_name)),
+        temporary_(base::JoinPath(parent_, temporary_name_)),
+        options_(options) {}
+
+  ~Impl() {
+    if (!committed_) Abort();
+  }
+
+  absl::Status OpenDataFile() {
+    absl::StatusOr<std::unique_ptr<DataFileWriter>> data =
+        DataFileWriter::Create(DataFileName(0), final_path_, options_);
+    if (!data.ok()) return Fail(data.status());
+    data_ = *std::move(data);
+    return absl::OkStatus();
+  }
+
+  absl::Status AddTensor(absl::string_view name, proto::DType dtype,
+                         absl::Span<const int64_t> shape,
+                         absl::Span<const char> bytes,
+                         absl::string_view saved_device) {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": AddTensor after Commit"));
+    }
+    absl::Status status =
+        data_->AddTensor(name, dtype, shape, bytes, saved_device);
+    // A refused tensor leaves the writer usable; a failed write does not.
+    return data_->impl_->failed() ? Fail(status) : status;
+  }
+
+  absl::Status AddDataFile(const DataFilePart& part) {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": AddDataFile after Commit"));
+    }
+    const uint32_t index = static_cast<uint32_t>(parts_.size() + 1);
+    const std::string destination = DataFileName(index);
+    auto context = [&](absl::string_view what) {
+      return absl::StrCat(final_path_, ": data file ", part.path, ": ", what);
+    };
+    // Check what was reported against the file before moving it in: the
+    // bytes are checksummed per tensor, the size and layout are ours to
+    // check now (the reader checks them again, FORMAT.md section 5).
+    struct stat info;
+    if (::lstat(part.path.c_str(), &info) != 0) {
+      return Fail(
+          base::ErrnoToStatus(errno, "data file of another writer", part.path));
+    }
+    if (!S_ISREG(info.st_mode)) {
+      return Fail(absl::DataLossError(context("not a regular file")));
+    }
+    if (static_cast<uint64_t>(info.st_size) != part.size_bytes) {
+      return Fail(absl::DataLossError(context(
+          absl::StrCat("holds ", info.st_size, " bytes, its writer reported ",
+                       part.size_bytes))));
+    }
+    for (const proto::TensorEntry& entry : part.tensors) {
+      const uint64_t element_size = ElementSize(entry.dtype());
+      if (entry.name().empty() || element_size == 0 ||
+          entry.offset() % kTensorAlignment != 0 ||
+          entry.offset() > part.size_bytes ||
+          entry.size_bytes() > part.size_bytes - entry.offset()) {
+        return Fail(absl::InvalidArgumentError(context(absl::StrCat(
+            "tensor '", entry.name(), "' is not a valid entry of this file"))));
+      }
+    }
+    if (::rename(part.path.c_str(), destination.c_str()) != 0) {
+      return Fail(base::ErrnoToStatus(
+          errno, absl::StrCat("moving ", part.path, " to"), destination));
+    }
+    proto::DataFile& file = parts_.emplace_back();
+    file.set_name(base::BaseName(destination));
+    file.set_size_bytes(part.size_bytes);
+    for (const proto::TensorEntry& entry : part.tensors) {
+      proto::TensorEntry* added = adopted_tensors_.Add();
+      *added = entry;
+      added->set_data_file(index);
+    }
     return absl::OkStatus();
   }
 
@@ -268,22 +448,34 @@ class CheckpointWriter::Impl {
       return absl::FailedPreconditionError(
           absl::StrCat(final_path_, ": Commit called twice"));
     }
-    if (absl::Status status = Flush(nullptr, 0); !status.ok()) return status;
-    if (options_.sync && ::fsync(data_fd_) != 0) {
-      return Fail(base::ErrnoToStatus(errno, "fsync", data_path_));
-    }
-    int fd = data_fd_;
-    data_fd_ = -1;
-    if (::close(fd) != 0)
-      return Fail(base::ErrnoToStatus(errno, "closing", data_path_));
+    absl::StatusOr<DataFilePart> data = data_->Finish();
+    if (!data.ok()) return Fail(data.status());
     base::StopPoint("writer.data_written");
 
     manifest_.set_format_version(kFormatVersion);
     manifest_.set_alignment(kTensorAlignment);
     manifest_.clear_data_files();
     proto::DataFile* data_file = manifest_.add_data_files();
-    data_file->set_name(kDataFileName);
-    data_file->set_size_bytes(offset_);
+    data_file->set_name(base::BaseName(data->path));
+    data_file->set_size_bytes(data->size_bytes);
+    for (const proto::DataFile& part : parts_) {
+      *manifest_.add_data_files() = part;
+    }
+    manifest_.clear_tensors();
+    std::unordered_set<std::string> names;
+    for (proto::TensorEntry& entry : data->tensors) {
+      names.insert(entry.name());
+      *manifest_.add_tensors() = std::move(entry);
+    }
+    for (const proto::TensorEntry& entry : adopted_tensors_) {
+      if (!names.insert(entry.name()).second) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            final_path_, ": tensor '", entry.name(), "' of data file ",
+            manifest_.data_files(static_cast<int>(entry.data_file())).name(),
+            ": duplicate name")));
+      }
+      *manifest_.add_tensors() = entry;
+    }
     if (absl::Status status = WriteManifest(); !status.ok()) return status;
     base::StopPoint("writer.manifest_written");
     if (options_.sync) {
@@ -299,19 +491,13 @@ class CheckpointWriter::Impl {
     return manifest_.mutable_training_state();
   }
   const std::string& final_path() const { return final_path_; }
+  const std::string& temporary_path() const { return temporary_; }
 
  private:
-  // Writes the buffered bytes followed by `direct` (may be null) in as few
-  // syscalls as the kernel allows.
-  absl::Status Flush(const char* direct, size_t direct_size) {
-    struct iovec iov[2];
-    iov[0].iov_base = buffer_.get();
-    iov[0].iov_len = buffered_;
-    iov[1].iov_base = const_cast<char*>(direct);
-    iov[1].iov_len = direct_size;
-    absl::Status status = WriteFully(data_fd_, iov, 2, data_path_);
-    buffered_ = 0;
-    return Fail(status);
+  std::string DataFileName(uint32_t index) const {
+    char name[32];
+    std::snprintf(name, sizeof(name), "data-%05u.bin", index);
+    return base::JoinPath(temporary_, name);
   }
 
   absl::Status WriteManifest() {
@@ -389,10 +575,7 @@ class CheckpointWriter::Impl {
   }
 
   void Abort() {
-    if (data_fd_ >= 0) {
-      ::close(data_fd_);
-      data_fd_ = -1;
-    }
+    data_.reset();
     if (!aborted_) {
       aborted_ = true;
       absl::Status removed = base::RemoveTree(temporary_);
@@ -405,17 +588,14 @@ class CheckpointWriter::Impl {
   const std::string parent_;
   const std::string temporary_name_;
   const std::string temporary_;
-  const std::string data_path_;
   const WriterOptions options_;
-  std::unique_ptr<char[]> buffer_;
-  size_t buffered_ = 0;
-  // Logical size of the data file: bytes written plus bytes buffered.
-  uint64_t offset_ = 0;
-  int data_fd_ = -1;
+  std::unique_ptr<DataFileWriter> data_;
+  // Data files 1, 2, ... written by others (AddDataFile), and their tensors.
+  std::vector<proto::DataFile> parts_;
+  google::protobuf::RepeatedPtrField<proto::TensorEntry> adopted_tensors_;
   bool committed_ = false;
   bool aborted_ = false;
   absl::Status error_;
-  std::unordered_set<std::string> names_;
   proto::Manifest manifest_;
 };
 
@@ -485,6 +665,14 @@ absl::Status CheckpointWriter::Commit() { return impl_->Commit(); }
 
 const std::string& CheckpointWriter::final_path() const {
   return impl_->final_path();
+}
+
+const std::string& CheckpointWriter::temporary_path() const {
+  return impl_->temporary_path();
+}
+
+absl::Status CheckpointWriter::AddDataFile(const DataFilePart& part) {
+  return impl_->AddDataFile(part);
 }
 
 absl::StatusOr<int> RemoveStaleTemporaries(const std::string& directory) {

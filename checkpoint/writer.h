@@ -18,6 +18,14 @@
 // (tools/base/stop_point.h): "writer.data_written" (data file fsync'ed, no
 // manifest yet) and "writer.manifest_written" (complete, not yet renamed).
 //
+// A checkpoint of several processes (a data-parallel job, FORMAT.md section
+// 6): each other process writes what it alone holds into a data file of its
+// own with DataFileWriter and reports the DataFilePart; the committing
+// process adds every part with AddDataFile before Commit, so one manifest
+// covers (and checksums) every process's bytes and one rename publishes
+// them together. Crash point "writer.part_written": a part's file is
+// fsync'ed and closed, not yet reported.
+//
 // Example:
 //   ASSIGN_OR_RETURN(auto writer, CheckpointWriter::Create("/runs/a/epoch=1"));
 //   RETURN_IF_ERROR(writer->AddTensor("fc.weight", proto::FLOAT32, {10, 64},
@@ -33,6 +41,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -53,6 +62,49 @@ struct WriterOptions {
   // fsync data, manifest and directories before and after the rename.
   // Only tests and benchmarks of the page cache turn this off.
   bool sync = true;
+};
+
+// One data file written apart from its checkpoint, waiting to be added to
+// one by CheckpointWriter::AddDataFile (possibly in another process).
+struct DataFilePart {
+  std::string path;
+  uint64_t size_bytes = 0;
+  // Offsets, sizes and checksums in this file; data_file is left unset.
+  std::vector<proto::TensorEntry> tensors;
+};
+
+// Writes one data file (FORMAT.md section 3): aligned tensors, each
+// checksummed over the bytes as written. Not thread-safe.
+class DataFileWriter {
+ public:
+  // Creates `path`, which must not exist. `label` starts error messages
+  // (default: the path).
+  static absl::StatusOr<std::unique_ptr<DataFileWriter>> Create(
+      std::string path, WriterOptions options = {});
+  static absl::StatusOr<std::unique_ptr<DataFileWriter>> Create(
+      std::string path, std::string label, WriterOptions options);
+  // Removes the file unless Finish() succeeded.
+  ~DataFileWriter();
+  DataFileWriter(const DataFileWriter&) = delete;
+  DataFileWriter& operator=(const DataFileWriter&) = delete;
+
+  // As CheckpointWriter::AddTensor. A refused tensor (bad name, shape or
+  // bytes) leaves the writer usable; a failed write makes every later call
+  // return that error.
+  absl::Status AddTensor(absl::string_view name, proto::DType dtype,
+                         absl::Span<const int64_t> shape,
+                         absl::Span<const char> bytes,
+                         absl::string_view saved_device = "cpu");
+
+  // Flushes, fsyncs (WriterOptions::sync) and closes the file, and says
+  // what it holds.
+  absl::StatusOr<DataFilePart> Finish();
+
+ private:
+  friend class CheckpointWriter;
+  class Impl;
+  explicit DataFileWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 class CheckpointWriter {
@@ -81,10 +133,22 @@ class CheckpointWriter {
   proto::Metadata* mutable_metadata();
   proto::TrainingState* mutable_training_state();
 
+  // Adds a data file finished by a DataFileWriter (usually another
+  // process's) as data-0000K.bin: checks that `part.path` is a regular file
+  // of part.size_bytes bytes and that every entry lies inside it, aligned,
+  // then moves it into the temporary directory (rename(2): it must be on
+  // the same filesystem, e.g. in the parent directory). Its tensors join
+  // the manifest; names must stay unique across the checkpoint (checked at
+  // Commit). Errors: kNotFound, kDataLoss (size, not a regular file),
+  // kInvalidArgument (an entry outside the file); they abort the writer.
+  absl::Status AddDataFile(const DataFilePart& part);
+
   // Flushes, fsyncs and atomically publishes the checkpoint at final_path.
   absl::Status Commit();
 
   const std::string& final_path() const;
+  // The `.tmp-NAME-...` directory being written, until Commit.
+  const std::string& temporary_path() const;
 
  private:
   class Impl;

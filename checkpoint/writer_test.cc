@@ -374,5 +374,100 @@ TEST(WriterTest, RefusesAnExtensionTwiceAndKeepsNothing) {
   EXPECT_NE(::stat(path.c_str(), &info), 0);
 }
 
+// A checkpoint of two processes: the second writes its own data file
+// beside the checkpoint and the first adds it before committing. One
+// manifest covers both, and the reader checks every byte of both.
+TEST(WriterTest, DataFilesOfOtherWritersJoinTheCheckpoint) {
+  const std::string dir = test_paths::EmptyDir("parts");
+  std::vector<char> own = Bytes(100 * 4, 1);
+  std::vector<char> theirs = Bytes(3, 2);
+  auto part_writer = DataFileWriter::Create(dir + "/.tmp-part-1");
+  ASSERT_TRUE(part_writer.ok()) << part_writer.status();
+  ASSERT_TRUE(
+      (*part_writer)->AddTensor("rank/1/x", proto::UINT8, {3}, theirs).ok());
+  absl::StatusOr<DataFilePart> part = (*part_writer)->Finish();
+  ASSERT_TRUE(part.ok()) << part.status();
+  EXPECT_EQ(part->size_bytes, 3u);
+
+  auto writer = CheckpointWriter::Create(dir + "/ckpt");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->AddTensor("w", proto::FLOAT32, {100}, own).ok());
+  ASSERT_TRUE((*writer)->AddDataFile(*part).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+
+  EXPECT_THAT(ListDir(dir), ElementsAre("ckpt"));
+  EXPECT_THAT(ListDir(dir + "/ckpt"),
+              ElementsAre("data-00000.bin", "data-00001.bin", "manifest.pb"));
+  auto reader = CheckpointReader::Open(dir + "/ckpt");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
+  const proto::Manifest& manifest = (*reader)->manifest();
+  ASSERT_EQ(manifest.tensors_size(), 2);
+  EXPECT_EQ(manifest.tensors(1).name(), "rank/1/x");
+  EXPECT_EQ(manifest.tensors(1).data_file(), 1u);
+
+  // A flipped byte of the other writer's file is caught like any other.
+  const std::string other = dir + "/ckpt/data-00001.bin";
+  std::string bytes = test_paths::ReadFile(other);
+  bytes[1] ^= 1;
+  test_paths::WriteFile(other, bytes);
+  auto damaged = CheckpointReader::Open(dir + "/ckpt");
+  ASSERT_TRUE(damaged.ok()) << damaged.status();
+  absl::Status verified = (*damaged)->VerifyAll();
+  EXPECT_EQ(verified.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(verified.message(), HasSubstr("rank/1/x"));
+}
+
+TEST(WriterTest, ABadDataFileOfAnotherWriterAbortsTheCheckpoint) {
+  const std::string dir = test_paths::EmptyDir("bad_parts");
+  std::vector<char> bytes = Bytes(8, 1);
+  auto part_writer = DataFileWriter::Create(dir + "/.tmp-part");
+  ASSERT_TRUE(part_writer.ok());
+  ASSERT_TRUE((*part_writer)->AddTensor("w", proto::UINT8, {8}, bytes).ok());
+  absl::StatusOr<DataFilePart> part = (*part_writer)->Finish();
+  ASSERT_TRUE(part.ok());
+
+  {  // The file is not what its writer reported.
+    DataFilePart wrong = *part;
+    wrong.size_bytes = 9;
+    auto writer = CheckpointWriter::Create(dir + "/a");
+    ASSERT_TRUE(writer.ok());
+    absl::Status status = (*writer)->AddDataFile(wrong);
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    EXPECT_THAT(status.message(), HasSubstr("holds 8 bytes"));
+    EXPECT_FALSE((*writer)->Commit().ok());
+  }
+  {  // The same name in two files.
+    auto writer = CheckpointWriter::Create(dir + "/b");
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->AddTensor("w", proto::UINT8, {8}, bytes).ok());
+    ASSERT_TRUE((*writer)->AddDataFile(*part).ok());
+    absl::Status status = (*writer)->Commit();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(status.message(), HasSubstr("'w' of data file data-00001.bin"));
+  }
+  {  // A file that is not there.
+    auto writer = CheckpointWriter::Create(dir + "/c");
+    ASSERT_TRUE(writer.ok());
+    EXPECT_EQ((*writer)->AddDataFile(*part).code(),
+              absl::StatusCode::kNotFound);
+  }
+  // Nothing was committed and no temporary is left.
+  EXPECT_THAT(ListDir(dir), ElementsAre());
+}
+
+TEST(WriterTest, AnUnfinishedDataFileIsRemoved) {
+  const std::string dir = test_paths::EmptyDir("unfinished_part");
+  {
+    auto part_writer = DataFileWriter::Create(dir + "/part");
+    ASSERT_TRUE(part_writer.ok());
+    std::vector<char> bytes = Bytes(8, 1);
+    ASSERT_TRUE((*part_writer)->AddTensor("w", proto::UINT8, {8}, bytes).ok());
+    EXPECT_EQ(DataFileWriter::Create(dir + "/part").status().code(),
+              absl::StatusCode::kAlreadyExists);
+  }
+  EXPECT_THAT(ListDir(dir), ElementsAre());
+}
+
 }  // namespace
 }  // namespace checkpoint
