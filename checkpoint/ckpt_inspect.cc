@@ -211,6 +211,20 @@ std::string CheckpointText(const std::string& path,
       rows.back().push_back(manifest.data_files(entry.data_file()).name());
     }
   }
+  if (several_files) {
+    // Written by several processes (a data-parallel job's parts) or
+    // writers: what each file holds.
+    std::vector<int> counts(manifest.data_files_size(), 0);
+    for (const proto::TensorEntry& entry : manifest.tensors()) {
+      ++counts[entry.data_file()];
+    }
+    out += "data files\n";
+    for (int i = 0; i < manifest.data_files_size(); ++i) {
+      Line(out, absl::StrCat("  ", manifest.data_files(i).name()),
+           absl::StrCat(counts[i], " tensor(s), ",
+                        HumanBytes(manifest.data_files(i).size_bytes())));
+    }
+  }
   Line(out, "tensors",
        absl::StrCat(manifest.tensors_size(), " (", HumanBytes(tensor_bytes),
                     ")"));

@@ -39,6 +39,7 @@
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/files.h"
 #include "tools/base/warnings.h"
+#include "tools/distributed/checkpoint_parts.h"
 #include "tools/distributed/data_parallel.h"
 #include "tools/distributed/launch_env.h"
 #include "tools/distributed/process_group.h"
@@ -230,12 +231,63 @@ void SetLearningRate(torch::optim::Optimizer& optimizer, double rate) {
 }
 
 // ---------------------------------------------------------------------------
+// Several processes' checkpoints.
+
+// Names one save of the job for the processes' reports: they all save at
+// the same steps, and a step is saved once.
+std::string SaveId(int64_t global_step) {
+  return absl::StrCat("step=", global_step);
+}
+
+// Rank r >= 1 takes back its own random generators from the checkpoint's
+// record of it. A process the checkpoint's run did not have (a larger
+// world) starts its own stream, as a fresh run would.
+absl::Status RestoreProcessState(const proto::TrainerState& trainer_state,
+                                 const NamedTensors& tensors,
+                                 int64_t global_step, int rank, uint64_t seed) {
+  if (rank == 0) return absl::OkStatus();  // the checkpoint's own "rng/..."
+  const int recorded_world = std::max(1, trainer_state.world_size());
+  for (const proto::ProcessState& process : trainer_state.processes()) {
+    if (process.rank() != rank) continue;
+    if (process.global_step() != global_step) {
+      return absl::DataLossError(absl::StrCat(
+          "rank ", rank, "'s part was taken at step ", process.global_step(),
+          ", the checkpoint at step ", global_step));
+    }
+    return Annotate(checkpoint::RestoreRngState(process.rng(), tensors),
+                    absl::StrCat("rank ", rank, "'s part"));
+  }
+  if (rank < recorded_world) {
+    return absl::DataLossError(
+        absl::StrCat("the checkpoint of a ", recorded_world,
+                     "-process run holds no part of rank ", rank));
+  }
+  torch::manual_seed(seed + static_cast<uint64_t>(rank));
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
 // The run.
 
 class Run {
  public:
   Run(TrainOptions options, const std::atomic<int>* stop_signal)
       : options_(std::move(options)), stop_signal_(stop_signal) {}
+  // A save still waiting for the other processes' parts gives up at once:
+  // the run is over (a failing run, since a finished one waits for its
+  // saves), and an uncommitted checkpoint is never `last`.
+  ~Run() {
+    cancel_saves_ = true;
+    if (saver_ == nullptr) return;
+    const absl::Status unfinished = saver_->Wait();
+    if (absl::IsCancelled(unfinished)) {
+      base::Warn(
+          "train: the save in progress was not committed: the job ended "
+          "before every process reported its part");
+    } else if (!unfinished.ok()) {
+      base::Warn(absl::StrCat("train: ", unfinished.message()));
+    }
+  }
 
   absl::StatusOr<TrainSummary> Execute();
 
@@ -250,6 +302,23 @@ class Run {
   absl::Status SaveCheckpoint(bool epoch_end, const Evaluation* validation,
                               double train_loss, bool wait);
   absl::Status TakeSaveError();
+  // With several processes: this process's own state (rank r >= 1 writes
+  // it as its part of the checkpoint; rank 0's is in its own tensors).
+  absl::StatusOr<proto::ProcessState> CaptureProcessState(
+      NamedTensors* tensors);
+  // Where this process stands, for its ProcessState.
+  void SetPosition(proto::ProcessState* process) const {
+    process->set_rank(group_->rank());
+    process->set_global_step(position_.global_step);
+    process->set_epoch(position_.epoch);
+    process->set_batches_consumed(position_.batches_consumed);
+  }
+  // Rank r >= 1's part of the checkpoint at the current step.
+  absl::Status SavePart();
+  // Rank 0, before a save commits: every other process's part, recorded in
+  // the checkpoint's TrainerState.
+  absl::Status AddProcessParts(const std::string& save_id,
+                               checkpoint::CheckpointWriter& writer);
   void EvaluateBest(TrainSummary* summary);
   bool StopRequested() const {
     return stop_signal_ != nullptr && stop_signal_->load() != 0;
@@ -289,6 +358,10 @@ class Run {
   // these) while they are still alive.
   std::mutex save_error_mutex_;
   absl::Status save_error_;
+  std::atomic<bool> cancel_saves_{false};
+  // Rank 0's saver thread: time spent waiting for the other processes'
+  // parts (guarded by save_error_mutex_).
+  double part_wait_seconds_ = 0;
   std::unique_ptr<checkpoint::AsyncCheckpointSaver> saver_;
   std::string resumed_from_;
   proto::TrainerState resumed_trainer_state_;
@@ -464,7 +537,9 @@ absl::Status Run::Setup() {
       return Annotate(status, absl::StrCat("resuming from ", resumed_from_));
     }
   } else {
-    torch::manual_seed(options_.seed);
+    // Each process its own random stream (dropout masks must differ
+    // between the slices of a batch); one process keeps --seed.
+    torch::manual_seed(options_.seed + static_cast<uint64_t>(group_->rank()));
   }
   return absl::OkStatus();
 }
@@ -540,6 +615,12 @@ absl::Status Run::RestoreState(const CheckpointState& state) {
     return status;
   }
   const checkpoint::proto::Progress& progress = state.metadata.progress();
+  if (absl::Status status = RestoreProcessState(trainer_state, state.tensors,
+                                                progress.global_step(),
+                                                group_->rank(), options_.seed);
+      !status.ok()) {
+    return status;
+  }
   position_.epoch = data_order.epoch();
   position_.batches_consumed = data_order.batches_consumed();
   position_.global_step = progress.global_step();
@@ -615,6 +696,11 @@ absl::StatusOr<CheckpointState> Run::CaptureState(bool epoch_end,
     return Annotate(status, "capturing the RNG state");
   }
   training.mutable_rng()->set_seed(options_.seed);
+  if (group_->world_size() > 1) {  // the other processes' come with parts
+    proto::ProcessState* own = trainer_state.add_processes();
+    SetPosition(own);
+    *own->mutable_rng() = training.rng();
+  }
   proto::DataOrderState* order = trainer_state.mutable_data_order();
   order->set_seed(options_.seed);
   order->set_epoch(position_.epoch);
@@ -632,12 +718,77 @@ absl::Status Run::TakeSaveError() {
   return status;
 }
 
+absl::StatusOr<proto::ProcessState> Run::CaptureProcessState(
+    NamedTensors* tensors) {
+  proto::ProcessState process;
+  SetPosition(&process);
+  NamedTensors generators;
+  if (absl::Status status =
+          checkpoint::CaptureRngState(process.mutable_rng(), &generators);
+      !status.ok()) {
+    return Annotate(status, "capturing the RNG state");
+  }
+  process.mutable_rng()->set_seed(options_.seed + group_->rank());
+  // Under this process's own names: "rank/1/rng/cpu".
+  const std::string prefix = absl::StrCat("rank/", group_->rank(), "/");
+  checkpoint::proto::RngState* rng = process.mutable_rng();
+  rng->set_cpu_generator_tensor(prefix + rng->cpu_generator_tensor());
+  for (std::string& name : *rng->mutable_cuda_generator_tensors()) {
+    name = prefix + name;
+  }
+  for (auto& [name, tensor] : generators) {
+    tensors->emplace_back(prefix + name, tensor);
+  }
+  return process;
+}
+
+absl::Status Run::SavePart() {
+  const Clock::time_point start = Clock::now();
+  NamedTensors tensors;
+  absl::StatusOr<proto::ProcessState> process = CaptureProcessState(&tensors);
+  if (!process.ok()) return process.status();
+  absl::Status status = distributed::SavePart(
+      *group_, options_.run_dir, SaveId(position_.global_step), tensors,
+      process->SerializeAsString());
+  last_saved_step_ = position_.global_step;
+  checkpoint_seconds_ += Seconds(Clock::now() - start);
+  if (!status.ok()) {
+    return Annotate(status, absl::StrCat("saving this process's part of the "
+                                         "checkpoint at step ",
+                                         position_.global_step));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::AddProcessParts(const std::string& save_id,
+                                  checkpoint::CheckpointWriter& writer) {
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<std::vector<std::string>> states =
+      distributed::CollectParts(*group_, save_id, writer, &cancel_saves_);
+  {
+    std::lock_guard<std::mutex> lock(save_error_mutex_);
+    part_wait_seconds_ += Seconds(Clock::now() - start);
+  }
+  if (!states.ok()) return states.status();
+  absl::StatusOr<proto::TrainerState> trainer_state = ReadTrainerState(
+      *writer.mutable_training_state(), *writer.mutable_metadata());
+  if (!trainer_state.ok()) return trainer_state.status();
+  for (int rank = 1; rank < group_->world_size(); ++rank) {
+    proto::ProcessState* process = trainer_state->add_processes();
+    if (!process->ParseFromString((*states)[rank]) || process->rank() != rank ||
+        process->global_step() != trainer_state->processes(0).global_step()) {
+      return absl::DataLossError(
+          absl::StrCat(writer.final_path(), ": rank ", rank,
+                       " reported a part that is not its own at this step"));
+    }
+  }
+  WriteTrainerState(*trainer_state, writer.mutable_training_state());
+  return absl::OkStatus();
+}
+
 absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
                                  double train_loss, bool wait) {
-  if (!leader_) {  // the leader's checkpoint holds everything
-    last_saved_step_ = position_.global_step;
-    return absl::OkStatus();
-  }
+  if (!leader_) return SavePart();
   const Clock::time_point start = Clock::now();
   absl::StatusOr<CheckpointState> captured =
       CaptureState(epoch_end, validation, train_loss);
@@ -648,6 +799,13 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
   if (!path.ok()) return Annotate(path.status(), "naming a checkpoint");
   checkpoint::CheckpointManager* manager = manager_.get();
   const std::string committed_path = *path;
+  checkpoint::BeforeCommit add_parts;
+  if (group_->world_size() > 1) {
+    add_parts = [this, save_id = SaveId(position_.global_step)](
+                    checkpoint::CheckpointWriter& writer) {
+      return AddProcessParts(save_id, writer);
+    };
+  }
   absl::Status status = saver_->SaveAsync(
       committed_path, state,
       [this, manager, committed_path](const absl::Status& saved) {
@@ -657,7 +815,8 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
           std::lock_guard<std::mutex> lock(save_error_mutex_);
           if (save_error_.ok()) save_error_ = result;
         }
-      });
+      },
+      std::move(add_parts));
   if (status.ok() && wait) status = saver_->Wait();
   if (status.ok()) status = TakeSaveError();
   last_saved_step_ = position_.global_step;
@@ -949,9 +1108,12 @@ absl::StatusOr<TrainSummary> Run::Execute() {
   summary.stop_signal =
       stop && stop_signal_ != nullptr ? stop_signal_->load() : 0;
   if (!leader_) {
-    std::fprintf(stderr, "train: rank %d of %d done at step %lld\n",
+    std::fprintf(stderr,
+                 "train: rank %d of %d done at step %lld (writing its "
+                 "checkpoint parts blocked it %.3f s)\n",
                  group_->rank(), group_->world_size(),
-                 static_cast<long long>(position_.global_step));
+                 static_cast<long long>(position_.global_step),
+                 checkpoint_seconds_);
     return summary;
   }
   {
@@ -968,6 +1130,10 @@ absl::StatusOr<TrainSummary> Run::Execute() {
   summary.stopped_at_max_steps =
       stop && summary.stop_signal == 0 && options_.max_steps > 0;
   summary.checkpoint_seconds = checkpoint_seconds_;
+  {
+    std::lock_guard<std::mutex> lock(save_error_mutex_);
+    summary.part_wait_seconds = part_wait_seconds_;
+  }
   summary.train_seconds = train_seconds_;
 
   if (stop) {
@@ -1000,6 +1166,12 @@ absl::StatusOr<TrainSummary> Run::Execute() {
       checkpoint_seconds_, train_seconds_,
       train_seconds_ > 0 ? 100.0 * checkpoint_seconds_ / train_seconds_ : 0.0,
       summary.final_save_wait_seconds);
+  if (group_->world_size() > 1) {
+    std::printf(
+        "checkpointing: the saver waited %.3f s in all for the other "
+        "processes' parts\n",
+        summary.part_wait_seconds);
+  }
   std::fflush(stdout);
   return summary;
 }

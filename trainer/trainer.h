@@ -55,6 +55,10 @@ struct TrainSummary {
   double train_seconds = 0;
   // Waiting at the end of the run for the last background write.
   double final_save_wait_seconds = 0;
+  // With several processes, rank 0's saver thread waiting for the other
+  // processes' checkpoint parts (not the training loop's time, unless a
+  // save had to wait for the one before it).
+  double part_wait_seconds = 0;
 };
 
 // Runs (or resumes) training. `stop_signal`, when not null, is polled after

@@ -1,5 +1,6 @@
 #include "tools/distributed/process_group.h"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "tools/base/status.h"
 #include "torch/torch.h"
 
@@ -60,6 +62,11 @@ absl::Status CollectiveError(const std::exception& error,
   return status;
 }
 
+absl::Status NoPeers(const std::string& key) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "message '", key, "': a process alone has no one to exchange it with"));
+}
+
 }  // namespace
 
 #if CKPT_WITH_GLOO
@@ -76,6 +83,9 @@ std::chrono::milliseconds Milliseconds(absl::Duration duration) {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  // Post/Await's messages, apart from what Gloo keeps in the store.
+  c10::intrusive_ptr<c10d::Store> messages;
+  absl::Duration timeout;
   std::string where;  // "rank 1 of 2 (store 127.0.0.1:29500)"
 
   enum class Op { kSum, kMean, kBroadcast };
@@ -119,6 +129,9 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
     if (!env.store_prefix.empty()) {
       store = c10::make_intrusive<c10d::PrefixStore>(env.store_prefix, store);
     }
+    impl->messages =
+        c10::make_intrusive<c10d::PrefixStore>("ckpt_project/messages", store);
+    impl->timeout = options.timeout;
     store = c10::make_intrusive<c10d::PrefixStore>("ckpt_project/pg", store);
     auto gloo_options =
         c10d::ProcessGroupGloo::Options::create(Milliseconds(options.timeout));
@@ -153,7 +166,59 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
       new ProcessGroup(env.rank, env.world_size, std::move(impl)));
 }
 
+absl::Status ProcessGroup::Post(const std::string& key,
+                                const std::string& value) {
+  if (impl_ == nullptr) return NoPeers(key);
+  try {
+    impl_->messages->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+  } catch (const std::exception& error) {
+    return FromException(error,
+                         absl::StrCat(impl_->where, ": posting '", key, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ProcessGroup::Await(
+    const std::string& key, const std::atomic<bool>* cancel) {
+  if (impl_ == nullptr) return NoPeers(key);
+  const std::string context =
+      absl::StrCat(impl_->where, ": waiting for '", key, "'");
+  const absl::Time deadline = absl::Now() + impl_->timeout;
+  absl::Duration pause = absl::Milliseconds(1);
+  try {
+    // Polled rather than a blocking get(): a blocking get cannot be
+    // cancelled, and the caller may have to give up early (its own job is
+    // ending).
+    while (!impl_->messages->check({key})) {
+      if (cancel != nullptr && cancel->load()) {
+        return absl::CancelledError(absl::StrCat(context, ": cancelled"));
+      }
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            context, ": nothing within ", absl::FormatDuration(impl_->timeout),
+            " (the process that should post it crashed, left "
+            "or hangs)"));
+      }
+      absl::SleepFor(pause);
+      pause = std::min(pause * 2, absl::Milliseconds(20));
+    }
+    const std::vector<uint8_t> value = impl_->messages->get(key);
+    return std::string(value.begin(), value.end());
+  } catch (const std::exception& error) {
+    return FromException(error, context);
+  }
+}
+
 #else  // !CKPT_WITH_GLOO
+
+absl::Status ProcessGroup::Post(const std::string& key, const std::string&) {
+  return NoPeers(key);
+}
+
+absl::StatusOr<std::string> ProcessGroup::Await(const std::string& key,
+                                                const std::atomic<bool>*) {
+  return NoPeers(key);
+}
 
 bool HasGloo() { return false; }
 

@@ -27,12 +27,15 @@
 // --config=torch2) have no Gloo: Connect refuses a world of more than one
 // with kUnimplemented, and HasGloo() says so.
 //
-// Not thread-safe: call from one thread, in the same order on every rank.
+// Not thread-safe: call the collectives from one thread, in the same order
+// on every rank (Post and Await excepted).
 #ifndef TOOLS_DISTRIBUTED_PROCESS_GROUP_H_
 #define TOOLS_DISTRIBUTED_PROCESS_GROUP_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -79,6 +82,18 @@ class ProcessGroup {
   // in float64; with one process they are left exactly as they are.
   absl::Status AllReduceSum(std::vector<double>& values);
   absl::Status Barrier();
+
+  // Small messages beside the collectives, through the store where the
+  // processes met: for exchanges that must not take a place in the
+  // collectives' order, such as a checkpoint's commit on a background
+  // thread. Unlike the collectives these two may be called from any thread.
+  // A key is posted once per job. With one process there are no peers:
+  // kFailedPrecondition.
+  absl::Status Post(const std::string& key, const std::string& value);
+  // Waits until `key` is posted and returns its value. kDeadlineExceeded
+  // after the group's timeout, kCancelled as soon as *cancel becomes true.
+  absl::StatusOr<std::string> Await(const std::string& key,
+                                    const std::atomic<bool>* cancel = nullptr);
 
  private:
   struct Impl;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
@@ -105,6 +106,61 @@ TEST_P(ProcessGroupTest, RanksAgreeOnMeansSumsAndBroadcasts) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, ProcessGroupTest, testing::Values(1, 2, 3));
+
+// Every rank writes its own part of one checkpoint; rank 0 commits it once
+// all are reported, and the reader sees every rank's tensor under one
+// verified manifest.
+TEST(CheckpointPartsTest, RankZeroCommitsEveryRanksPart) {
+  if (!HasGloo()) GTEST_SKIP() << kNoGloo;
+  const std::string dir = test_paths::EmptyDir("parts3");
+  const int port = FreePort();
+  std::vector<Rank> ranks;
+  for (int rank = 0; rank < 3; ++rank) {
+    ranks.push_back(Start(rank, 3, port, "--parts_dir=" + dir));
+  }
+  for (Rank& rank : ranks) {
+    EXPECT_EQ(Wait(rank, std::chrono::seconds(60)), 0)
+        << test_paths::ReadFile(rank.output);
+  }
+  EXPECT_EQ(test_paths::ReadFile(ranks[0].output),
+            "ok: rank 0 committed 3 parts\n");
+  auto reader = checkpoint::CheckpointReader::Open(dir + "/ckpt");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->VerifyAll().ok());
+  const checkpoint::proto::Manifest& manifest = (*reader)->manifest();
+  ASSERT_EQ(manifest.data_files_size(), 3);
+  for (const checkpoint::proto::TensorEntry& entry : manifest.tensors()) {
+    std::string bytes(entry.size_bytes(), '\0');
+    ASSERT_TRUE((*reader)->ReadTensor(entry, absl::MakeSpan(bytes)).ok());
+    const int64_t first = *reinterpret_cast<const int64_t*>(bytes.data());
+    EXPECT_EQ(entry.name(), absl::StrCat("rank/", first, "/x"));
+    EXPECT_EQ(entry.data_file(), static_cast<uint32_t>(first));
+  }
+}
+
+// A rank that cannot write its part says so, and rank 0 commits nothing:
+// one line naming the rank and the reason, and no part left behind.
+TEST(CheckpointPartsTest, ARankThatCannotWriteItsPartStopsTheCommit) {
+  if (!HasGloo()) GTEST_SKIP() << kNoGloo;
+  const std::string dir = test_paths::EmptyDir("parts_failing");
+  const int port = FreePort();
+  std::vector<Rank> ranks;
+  for (int rank = 0; rank < 3; ++rank) {
+    ranks.push_back(
+        Start(rank, 3, port, "--parts_dir=" + dir + " --failing_rank=2"));
+  }
+  EXPECT_EQ(Wait(ranks[0], std::chrono::seconds(60)), 1);
+  EXPECT_EQ(Wait(ranks[1], std::chrono::seconds(60)), 0);
+  EXPECT_EQ(Wait(ranks[2], std::chrono::seconds(60)), 1);
+  const std::string error = test_paths::ReadFile(ranks[0].output);
+  EXPECT_THAT(error, HasSubstr("rank 2 could not write its part"));
+  EXPECT_THAT(error, HasSubstr("no such directory"));
+  EXPECT_EQ(std::count(error.begin(), error.end(), '\n'), 1) << error;
+  // Rank 1's reported part was removed with the abandoned checkpoint.
+  EXPECT_EQ(test_paths::ReadFile(ranks[1].output),
+            "ok: rank 1 wrote its part\n");
+  EXPECT_EQ(test_paths::RunOrDie(absl::StrCat("ls -A ", dir)), "");
+}
 
 // Runs the worker's data-parallel training on `world` ranks; returns each
 // rank's final parameters.

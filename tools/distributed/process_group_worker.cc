@@ -4,6 +4,7 @@
 //
 //   process_group_worker [--timeout_ms=N] [--exit_after_join]
 //                        [--hang_after_join] [--train_out=FILE]
+//                        [--parts_dir=DIR [--failing_rank=R]]
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,8 +16,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "checkpoint/reader.h"
 #include "tools/base/files.h"
 #include "tools/cli/flags.h"
+#include "tools/distributed/checkpoint_parts.h"
 #include "tools/distributed/data_parallel.h"
 #include "tools/distributed/launch_env.h"
 #include "tools/distributed/process_group.h"
@@ -30,6 +33,13 @@ ABSL_FLAG(bool, hang_after_join, false,
 ABSL_FLAG(std::string, train_out, "",
           "Instead of the collectives: train a small MLP data-parallel and "
           "write its final parameters (float32, in order) to this file.");
+
+ABSL_FLAG(std::string, parts_dir, "",
+          "Instead of the collectives: save a checkpoint DIR/ckpt of one "
+          "part per rank (rank r's tensor rank/<r>/x holds r), rank 0 "
+          "committing it.");
+ABSL_FLAG(int, failing_rank, -1,
+          "With --parts_dir: this rank's part cannot be written.");
 
 namespace {
 
@@ -79,6 +89,37 @@ void TrainDataParallel(distributed::ProcessGroup& group,
   std::printf("ok: rank %d of %d trained\n", group.rank(), group.world_size());
 }
 
+void SaveParts(distributed::ProcessGroup& group, const std::string& dir) {
+  const int rank = group.rank();
+  const torch::Tensor own = torch::full({3}, rank, torch::kInt64);
+  const std::string id = "step=1";
+  if (rank > 0) {
+    const std::string where = rank == absl::GetFlag(FLAGS_failing_rank)
+                                  ? dir + "/no such directory"
+                                  : dir;
+    cli::ExitIfError(distributed::SavePart(
+        group, where, id, {{absl::StrCat("rank/", rank, "/x"), own}},
+        absl::StrCat("state of ", rank)));
+    std::printf("ok: rank %d wrote its part\n", rank);
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<checkpoint::CheckpointWriter>> writer =
+      checkpoint::CheckpointWriter::Create(dir + "/ckpt");
+  cli::ExitIfError(writer.status());
+  cli::ExitIfError((*writer)->AddTensor(
+      "rank/0/x", checkpoint::proto::INT64, {3},
+      {static_cast<const char*>(own.data_ptr()), own.nbytes()}));
+  absl::StatusOr<std::vector<std::string>> states =
+      distributed::CollectParts(group, id, **writer);
+  if (!states.ok()) writer->reset();  // the abandoned checkpoint goes first
+  cli::ExitIfError(states.status());
+  for (int r = 1; r < group.world_size(); ++r) {
+    Check((*states)[r] == absl::StrCat("state of ", r), "a rank's state");
+  }
+  cli::ExitIfError((*writer)->Commit());
+  std::printf("ok: rank 0 committed %d parts\n", group.world_size());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,6 +135,10 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_exit_after_join)) std::_Exit(3);
   if (!absl::GetFlag(FLAGS_train_out).empty()) {
     TrainDataParallel(**group, absl::GetFlag(FLAGS_train_out));
+    return 0;
+  }
+  if (!absl::GetFlag(FLAGS_parts_dir).empty()) {
+    SaveParts(**group, absl::GetFlag(FLAGS_parts_dir));
     return 0;
   }
   while (absl::GetFlag(FLAGS_hang_after_join)) ::pause();
