@@ -24,13 +24,15 @@
 #      timeout.
 #   7. a checkpoint of 2 processes holds rank 1's own state in the data
 #      file rank 1 wrote, under the one manifest: ckpt verifies and inspects
-#      it, and a flipped byte of that file is caught, naming the tensor.
+#      it, a flipped byte of that file is caught, naming the tensor, and it
+#      exports like any checkpoint.
 # Skipped (exit 0, with the reason) where the build has no Gloo.
 set -euo pipefail
 
 runfiles="${TEST_SRCDIR}/ckpt_project"
 train="${runfiles}/trainer/train"
 ckpt="${runfiles}/checkpoint/ckpt"
+export_bin="${runfiles}/export/export"
 data_dir="${TEST_SRCDIR}/fashion_mnist"
 work="${TEST_TMPDIR}/distributed"
 rm -rf "${work}"
@@ -125,6 +127,8 @@ printf '\x01' | dd of="${work}/w2_damaged/data-00001.bin" bs=1 seek=100 \
   fail "a damaged part verifies"
 grep -q "rank/1/rng/cpu" "${work}/w2_damaged.log" ||
   fail "the error does not name the tensor: $(cat "${work}/w2_damaged.log")"
+"${export_bin}" --checkpoint="${work}/w2/best" --out="${work}/w2.pt" \
+  >"${work}/w2.export" 2>&1 || fail "export: $(tail -3 "${work}/w2.export")"
 
 echo "== the same world size twice"
 job 2 again --run_dir="${work}/again" || fail "second 2-process run"
