@@ -72,6 +72,18 @@ job() {
   return "${status}"
 }
 
+# kill_at_stop_point PID WHO: waits until PID stops itself at its
+# CKPT_STOP_AT point (SIGSTOP), then SIGKILLs it there.
+kill_at_stop_point() {
+  for _ in $(seq 1 600); do
+    [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" == T ]] && break
+    sleep 0.05
+  done
+  [[ "$(awk '{ print $3 }' "/proc/$1/stat")" == T ]] ||
+    fail "$2 never reached the stop point"
+  kill -KILL "$1"
+}
+
 # The largest absolute difference `ckpt diff A B` reports (0 when equal);
 # diff exits 1 when the checkpoints differ, which is expected here. The
 # processes' own parts ("rank/<r>/...") exist only in runs of that many.
@@ -185,13 +197,7 @@ RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
   "${train}" --run_dir="${work}/killed" "${common[@]}" --dist_timeout_s=10 \
   >"${work}/killed.rank1" 2>&1 &
 follower=$!
-for _ in $(seq 1 600); do
-  [[ "$(awk '{ print $3 }' "/proc/${leader}/stat" 2>/dev/null)" == T ]] && break
-  sleep 0.05
-done
-[[ "$(awk '{ print $3 }' "/proc/${leader}/stat")" == T ]] ||
-  fail "rank 0 never reached the stop point"
-kill -KILL "${leader}"
+kill_at_stop_point "${leader}" "rank 0"
 wait "${leader}" || true
 status=0
 wait "${follower}" || status=$?
@@ -205,6 +211,8 @@ cat "${work}/killed.rank1"
   fail "last is $(readlink "${work}/killed/last"), not step 3"
 job 2 killed_resumed --run_dir="${work}/killed" --resume ||
   fail "resume after the kill"
+[[ -z "$(ls -A "${work}/killed" | grep '^\.tmp-')" ]] ||
+  fail "temporaries left: $(ls -A "${work}/killed")"
 [[ "$("${ckpt}" digest "${work}/killed/last")" == "${uninterrupted}" ]] ||
   fail "the run resumed after the kill does not end where the uninterrupted one does"
 
@@ -222,13 +230,7 @@ RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
   "${train}" --run_dir="${work}/part_killed" "${common[@]}" \
   >"${work}/part_killed.rank1" 2>&1 &
 follower=$!
-for _ in $(seq 1 600); do
-  [[ "$(awk '{ print $3 }' "/proc/${follower}/stat" 2>/dev/null)" == T ]] && break
-  sleep 0.05
-done
-[[ "$(awk '{ print $3 }' "/proc/${follower}/stat")" == T ]] ||
-  fail "rank 1 never reached the stop point"
-kill -KILL "${follower}"
+kill_at_stop_point "${follower}" "rank 1"
 wait "${follower}" || true
 status=0
 wait "${leader}" || status=$?
