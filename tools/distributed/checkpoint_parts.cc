@@ -56,38 +56,34 @@ absl::StatusOr<std::vector<std::string>> CollectParts(
     ProcessGroup& group, const std::string& save_id,
     checkpoint::CheckpointWriter& writer, const std::atomic<bool>* cancel) {
   std::vector<std::string> states(static_cast<size_t>(group.world_size()));
-  std::vector<std::string> unadopted;  // reported, not yet in the checkpoint
-  auto give_up = [&](absl::Status status) {
-    for (const std::string& path : unadopted) ::unlink(path.c_str());
-    return status;
-  };
   for (int rank = 1; rank < group.world_size(); ++rank) {
     const std::string what =
         absl::StrCat("checkpoint ", writer.final_path(), ": rank ", rank);
     absl::StatusOr<std::string> serialized =
         group.Await(ReportKey(save_id, rank), cancel);
     if (!serialized.ok()) {
-      return give_up(base::Annotate(
-          serialized.status(), absl::StrCat(what, " did not report its part")));
+      return base::Annotate(serialized.status(),
+                            absl::StrCat(what, " did not report its part"));
     }
     proto::PartReport report;
     if (!report.ParseFromString(*serialized)) {
-      return give_up(absl::DataLossError(
-          absl::StrCat(what, ": its report does not parse")));
+      return absl::DataLossError(
+          absl::StrCat(what, ": its report does not parse"));
     }
     if (!report.error().empty()) {
-      return give_up(absl::AbortedError(
-          absl::StrCat(what, " could not write its part: ", report.error())));
+      return absl::AbortedError(
+          absl::StrCat(what, " could not write its part: ", report.error()));
     }
     checkpoint::DataFilePart part;
     part.path = report.path();
     part.size_bytes = report.size_bytes();
     part.tensors.assign(report.tensors().begin(), report.tensors().end());
-    unadopted.push_back(part.path);
+    // A part that does not match its report is left where it is (a `.tmp-`
+    // file of its writer's, removed at the next start): a path a peer
+    // reported is not one to delete.
     if (absl::Status status = writer.AddDataFile(part); !status.ok()) {
-      return give_up(base::Annotate(status, what));
+      return base::Annotate(status, what);
     }
-    unadopted.pop_back();
     states[static_cast<size_t>(rank)] = report.state();
   }
   return states;

@@ -63,7 +63,8 @@ absl::Status SavePart(ProcessGroup& group, const std::string& directory,
 // entry empty). Errors, each naming the rank: its own failure to write, a
 // part that does not match its report, kDeadlineExceeded when a rank does
 // not report within the group's timeout, kCancelled when *cancel becomes
-// true; the parts already reported are then deleted.
+// true. The parts already taken in go with the abandoned checkpoint when
+// `writer` is destroyed.
 absl::StatusOr<std::vector<std::string>> CollectParts(
     ProcessGroup& group, const std::string& save_id,
     checkpoint::CheckpointWriter& writer,
