@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "checkpoint/tensors.h"
 #include "tools/base/files.h"
@@ -31,7 +32,7 @@ absl::Status SavePart(ProcessGroup& group, const std::string& directory,
       checkpoint::WriteDataFile(path, tensors);
   proto::PartReport report;
   if (part.ok()) {
-    report.set_path(part->path);
+    report.set_file_name(base::BaseName(part->path));
     report.set_size_bytes(part->size_bytes);
     for (checkpoint::proto::TensorEntry& entry : part->tensors) {
       *report.add_tensors() = std::move(entry);
@@ -74,8 +75,17 @@ absl::StatusOr<std::vector<std::string>> CollectParts(
       return absl::AbortedError(
           absl::StrCat(what, " could not write its part: ", report.error()));
     }
+    // Only a name, looked up beside the checkpoint: a report can neither
+    // point outside the run directory nor depend on where each process
+    // mounted it.
+    const std::string& name = report.file_name();
+    if (!absl::StartsWith(name, base::kTemporaryPrefix) ||
+        name.find('/') != std::string::npos) {
+      return absl::DataLossError(absl::StrCat(
+          what, ": its part '", name, "' is not a temporary file name"));
+    }
     checkpoint::DataFilePart part;
-    part.path = report.path();
+    part.path = base::JoinPath(base::DirectoryOf(writer.final_path()), name);
     part.size_bytes = report.size_bytes();
     part.tensors.assign(report.tensors().begin(), report.tensors().end());
     // A part that does not match its report is left where it is (a `.tmp-`

@@ -21,8 +21,9 @@
 // CheckpointManager::Open removes once their writer is gone.
 //
 // Needs a run directory every process can reach (one machine or a shared
-// filesystem) on the same filesystem as the checkpoint, since parts are
-// renamed into it.
+// filesystem, mounted anywhere): a part is written there and reported by
+// its file name only, which rank 0 looks up in the directory that holds
+// the checkpoint and renames into it.
 //
 //   // rank r >= 1, at the save:
 //   RETURN_IF_ERROR(SavePart(group, run_dir, "step=120", own_tensors, state));
@@ -50,7 +51,8 @@
 namespace distributed {
 
 // Rank r >= 1: writes `tensors` (names unique in the whole checkpoint, by
-// convention under "rank/<r>/") into a new data file in `directory`, and
+// convention under "rank/<r>/") into a new data file in `directory` (the
+// one that will hold the checkpoint: the run directory), and
 // posts its report with `state` to rank 0 under `save_id`. A failure to
 // write is posted too (so rank 0 stops waiting at once) and returned.
 absl::Status SavePart(ProcessGroup& group, const std::string& directory,
@@ -61,10 +63,10 @@ absl::Status SavePart(ProcessGroup& group, const std::string& directory,
 // Rank 0: waits for every other rank's report of `save_id` and adds its
 // part to `writer`. Returns the `state` each rank posted, by rank (rank 0's
 // entry empty). Errors, each naming the rank: its own failure to write, a
-// part that does not match its report, kDeadlineExceeded when a rank does
-// not report within the group's timeout, kCancelled when *cancel becomes
-// true. The parts already taken in go with the abandoned checkpoint when
-// `writer` is destroyed.
+// part that does not match its report or is not a `.tmp-` file name,
+// kDeadlineExceeded when a rank does not report within the group's timeout,
+// kCancelled when *cancel becomes true. The parts already taken in go with the
+// abandoned checkpoint when `writer` is destroyed.
 absl::StatusOr<std::vector<std::string>> CollectParts(
     ProcessGroup& group, const std::string& save_id,
     checkpoint::CheckpointWriter& writer,
