@@ -986,16 +986,27 @@ absl::Status Run::JoinProcesses() {
       distributed::LaunchEnvFrom(distributed::ProcessEnvironment(), flags);
   if (!env.ok()) return UsageError(env.status().message());
   if (env->world_size > 1) {
-    if (device_.is_cuda()) {
-      return UsageError(
-          "several processes train on the CPU (Gloo) for now: NCCL on CUDA "
-          "is not wired yet (use --device=cpu)");
+    // One GPU per process: a bare "cuda" (or "auto" finding CUDA) means
+    // this node's cuda:LOCAL_RANK; an explicit cuda:N is taken as given
+    // (a launcher that sets CUDA_VISIBLE_DEVICES per process).
+    if (device_.is_cuda() && !absl::StrContains(options_.device, ':')) {
+      const int count = torch_compat::CudaDeviceCount();
+      if (env->local_rank >= count) {
+        return UsageError(absl::StrCat(
+            distributed::Describe(*env), ": local rank ", env->local_rank,
+            " needs cuda:", env->local_rank, " but ", count,
+            " CUDA device(s) are visible (one GPU per process; or use "
+            "--device=cpu)"));
+      }
+      device_ = torch::Device(torch::kCUDA,
+                              static_cast<c10::DeviceIndex>(env->local_rank));
     }
-    std::fprintf(stderr, "train: %s: joining\n",
-                 distributed::Describe(*env).c_str());
+    std::fprintf(stderr, "train: %s on %s: joining\n",
+                 distributed::Describe(*env).c_str(), device_.str().c_str());
   }
   distributed::ProcessGroup::Options group_options;
   group_options.timeout = absl::Seconds(options_.dist_timeout_seconds);
+  group_options.device = device_;
   absl::StatusOr<std::unique_ptr<distributed::ProcessGroup>> group =
       distributed::ProcessGroup::Connect(*env, group_options);
   if (!group.ok()) return group.status();

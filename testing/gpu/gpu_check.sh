@@ -185,6 +185,39 @@ else
   report resume_amp SKIP "--amp needs CUDA"
 fi
 
+# Two processes under this machine's torchrun: Gloo on the CPU, NCCL on
+# CUDA (one GPU each, cuda:LOCAL_RANK). With fewer than two GPUs the second
+# process must be refused with one line naming the reason (NCCL does not
+# put two ranks on one GPU).
+check_distributed() {
+  local name="distributed_${device}" gpus=0 status=0
+  needs_device "${name}" || return 0
+  if [[ "${device}" == cuda ]]; then
+    gpus="$("${python}" -c 'import torch; print(torch.cuda.device_count())')"
+  fi
+  "${python}" -m torch.distributed.run --nproc_per_node=2 --no-python \
+    --master_port="$("${python}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" \
+    "${bin}/train" --run_dir="${work}/${name}" --device="${device}" \
+    --epochs=1 --max_train_examples=3200 --save_every_steps=20 \
+    "${common[@]}" >"${work}/${name}.out" 2>"${work}/${name}.err" || status=$?
+  if [[ "${device}" == cuda && "${gpus}" -lt 2 ]]; then
+    if [[ "${status}" != 0 ]] && grep -q "needs cuda:1 but ${gpus} CUDA device(s) are visible" "${work}/${name}.err"; then
+      report "${name}" PASS "${gpus} GPU: the second process is refused: $(grep -m1 "needs cuda:1" "${work}/${name}.err")"
+    else
+      report "${name}" FAIL "${gpus} GPU, exit ${status}: $(grep -m1 "error" "${work}/${name}.err")"
+    fi
+    return 0
+  fi
+  if [[ "${status}" != 0 ]]; then
+    report "${name}" FAIL "exit ${status}: $(grep -m1 "error" "${work}/${name}.err")"
+  elif ! "${bin}/ckpt" verify "${work}/${name}/last" >/dev/null 2>&1; then
+    report "${name}" FAIL "the last checkpoint does not verify"
+  else
+    report "${name}" PASS "2 processes; $(run_figures "${work}/${name}" "${work}/${name}.out")"
+  fi
+}
+check_distributed
+
 trained="${work}/train_${device}"
 if [[ ! -e "${trained}/best" ]]; then
   for name in verify cudnn_version export runner_cuda_vs_cpu runner_digest_twice python_loads_exports benchmark; do

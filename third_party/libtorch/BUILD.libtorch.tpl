@@ -22,8 +22,8 @@ cc_library(
     linkopts = %{linkopts},
 )
 
-# c10d's Gloo process group, where this LibTorch's Gloo headers are at hand
-# (Debian's build with libgloo-dev); empty otherwise. CKPT_WITH_GLOO says
+# c10d's Gloo process group, where Gloo's headers are at hand (Debian's
+# libgloo-dev, for either LibTorch); empty otherwise. CKPT_WITH_GLOO says
 # which.
 cc_library(
     name = "gloo",
@@ -34,3 +34,16 @@ cc_library(
 
 # /usr/bin/python3 with the torch matching this LibTorch first on its path.
 exports_files(["python"])
+
+# c10d's NCCL process group (%{nccl_note}), with the CUDA toolkit's
+# headers it needs; empty otherwise. CKPT_WITH_NCCL says which.
+cc_library(
+    name = "nccl",
+    hdrs = glob(
+        ["cuda_include/**"],
+        allow_empty = True,
+    ),
+    defines = %{nccl_defines},
+    includes = ["cuda_include"],
+    deps = [":libtorch"],
+)

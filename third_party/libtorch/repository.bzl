@@ -36,6 +36,30 @@ def _detect_cxx11_abi(repository_ctx, lib_dir):
     ])
     return "1" if result.return_code == 0 else "0"
 
+def _define_value(header, name):
+    """The value of `#define NAME value` in a header's text, or ''."""
+    for line in header.splitlines():
+        words = [word for word in line.replace("\t", " ").split(" ") if word]
+        if len(words) >= 3 and words[0] == "#define" and words[1] == name:
+            return words[2]
+    return ""
+
+def _wheel_nccl_version(repository_ctx, home):
+    """The NCCL version a PyPI torch wheel pins (its METADATA), or ''."""
+    if not home:
+        return ""
+    site = repository_ctx.path(home).dirname
+    for entry in site.readdir():
+        if not (entry.basename.startswith("torch-") and entry.basename.endswith(".dist-info")):
+            continue
+        metadata = entry.get_child("METADATA")
+        if not metadata.exists:
+            continue
+        for line in repository_ctx.read(metadata).splitlines():
+            if line.startswith("Requires-Dist: nvidia-nccl-") and "==" in line:
+                return line.split("==")[1].split(";")[0].strip()
+    return ""
+
 def _libtorch_impl(repository_ctx):
     home = repository_ctx.os.environ.get("LIBTORCH_HOME", "")
     if home and not home.startswith("/"):
@@ -112,19 +136,55 @@ def _libtorch_impl(repository_ctx):
         "",
     ]), executable = True)
 
-    # c10d's ProcessGroupGloo.hpp needs the headers of the Gloo that LibTorch
-    # was built with: Debian's libgloo-dev for Debian's LibTorch. PyPI's
-    # wheel ships no Gloo headers, so that build goes without (see
-    # //tools/distributed:process_group).
+    # c10d's ProcessGroupGloo.hpp needs Gloo's headers, which neither
+    # LibTorch ships: Debian's libgloo-dev provides them. Debian's LibTorch
+    # links that Gloo (-lgloo). PyPI's wheel carries its own Gloo inside
+    # libtorch_cpu.so, so that build links no second copy; what our code
+    # takes from these headers is only what ProcessGroupGloo.hpp declares,
+    # and its members that hold Gloo objects do so by pointer, so their
+    # layout does not depend on the Gloo version (checked: our binaries
+    # reference no gloo:: symbol, only c10d's).
     gloo_defines = []
     gloo_linkopts = []
-    if not home and repository_ctx.path("/usr/include/gloo/allreduce.h").exists:
+    if repository_ctx.path("/usr/include/gloo/allreduce.h").exists:
         gloo_defines = ["USE_C10D_GLOO", "CKPT_WITH_GLOO=1"]
-        gloo_linkopts = ["-lgloo"]
+        if not home:
+            gloo_linkopts = ["-lgloo"]
+
+    # c10d's ProcessGroupNCCL for a CUDA LibTorch: its headers need CUDA's
+    # and NCCL's (the CUDA toolkit's include directory), and the NCCL
+    # headers must be the version LibTorch was built with, because
+    # ProcessGroupNCCL::Options holds an ncclConfig_t by value and our code
+    # allocates it. The wheel names its NCCL in its metadata
+    # (Requires-Dist: nvidia-nccl-cu13==X.Y.Z); without a match, no NCCL.
+    nccl_defines = []
+    nccl_note = "no CUDA LibTorch"
+    cuda_include = "/usr/local/cuda/include"
+    if has_cuda:
+        nccl_note = "no %s/nccl.h" % cuda_include
+        if repository_ctx.path(cuda_include + "/nccl.h").exists:
+            header = repository_ctx.read(cuda_include + "/nccl.h")
+            version = ".".join([
+                _define_value(header, "NCCL_" + part)
+                for part in ["MAJOR", "MINOR", "PATCH"]
+            ])
+            wanted = _wheel_nccl_version(repository_ctx, home)
+            if wanted == version:
+                nccl_defines = ["USE_C10D_NCCL", "CKPT_WITH_NCCL=1"]
+                repository_ctx.symlink(cuda_include, "cuda_include")
+                nccl_note = "NCCL %s" % version
+            else:
+                nccl_note = "%s/nccl.h is NCCL %s, LibTorch wants %s" % (
+                    cuda_include,
+                    version,
+                    wanted or "an unknown version",
+                )
 
     repository_ctx.template("BUILD.bazel", Label("//third_party/libtorch:BUILD.libtorch.tpl"), {
         "%{gloo_defines}": repr(gloo_defines),
         "%{gloo_linkopts}": repr(gloo_linkopts),
+        "%{nccl_defines}": repr(nccl_defines),
+        "%{nccl_note}": nccl_note,
         "%{linkopts}": repr(linkopts),
         "%{defines}": repr(defines),
         "%{home}": home or "(Debian libtorch-dev)",

@@ -13,10 +13,25 @@
 #include "tools/base/status.h"
 #include "torch/torch.h"
 
-#if CKPT_WITH_GLOO
+// @libtorch//:gloo and :nccl define these where the build has them.
+#ifndef CKPT_WITH_GLOO
+#define CKPT_WITH_GLOO 0
+#endif
+#ifndef CKPT_WITH_NCCL
+#define CKPT_WITH_NCCL 0
+#endif
+#if CKPT_WITH_GLOO || CKPT_WITH_NCCL
+#define CKPT_WITH_C10D 1
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#if CKPT_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#if CKPT_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace distributed {
@@ -69,9 +84,48 @@ absl::Status NoPeers(const std::string& key) {
 
 }  // namespace
 
-#if CKPT_WITH_GLOO
+bool HasGloo() { return CKPT_WITH_GLOO == 1; }
+bool HasNccl() { return CKPT_WITH_NCCL == 1; }
 
-bool HasGloo() { return true; }
+namespace {
+
+// Whether this build has the backend `device` needs, and the device is
+// there.
+absl::Status CheckBackend(const LaunchEnv& env, const torch::Device& device) {
+  if (device.is_cpu()) {
+    if (HasGloo()) return absl::OkStatus();
+    return absl::UnimplementedError(absl::StrCat(
+        Describe(env),
+        ": this build has no Gloo (c10d's CPU backend needs Gloo's headers, "
+        "Debian's libgloo-dev), so it cannot run several processes on the "
+        "CPU"));
+  }
+  if (!device.is_cuda()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(env),
+                     ": several processes run on the CPU or on CUDA devices, "
+                     "not on ",
+                     device.str()));
+  }
+  if (!HasNccl()) {
+    return absl::UnimplementedError(absl::StrCat(
+        Describe(env),
+        ": this build has no NCCL, so several processes cannot train on "
+        "CUDA devices; build against a CUDA LibTorch (--config=torch2) or "
+        "use the CPU"));
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (!device.has_index() || device.index() >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(Describe(env), ": ", device.str(),
+                     " is not a CUDA device here (", count, " visible)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+#if CKPT_WITH_C10D
 
 namespace {
 
@@ -82,38 +136,128 @@ std::chrono::milliseconds Milliseconds(absl::Duration duration) {
 }  // namespace
 
 struct ProcessGroup::Impl {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
-  // Post/Await's messages, apart from what Gloo keeps in the store.
+  // One of the two, by the group's device.
+#if CKPT_WITH_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#endif
+#if CKPT_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  // Post/Await's messages, apart from what the backend keeps in the store.
   c10::intrusive_ptr<c10d::Store> messages;
   absl::Duration timeout;
+  torch::Device device = torch::kCPU;
   std::string where;  // "rank 1 of 2 (store 127.0.0.1:29500)"
+
+  ~Impl() {
+#if CKPT_WITH_NCCL
+    // Ends NCCL's communicators and watchdog before the process goes on
+    // to exit (c10d warns about a group never shut down, and its threads
+    // must not outlive the CUDA context).
+    if (nccl) {
+      try {
+        nccl->shutdown();
+      } catch (const std::exception&) {
+        // A peer that already left: nothing more to end.
+      }
+    }
+#endif
+  }
+
+  // Calls `collective` with this group's backend and waits for the c10d
+  // work it returns.
+  template <typename Collective>
+  void Wait(Collective collective) {
+#if CKPT_WITH_NCCL
+    if (nccl) {
+      collective(*nccl)->wait();
+      return;
+    }
+#endif
+#if CKPT_WITH_GLOO
+    collective(*gloo)->wait();
+#endif
+  }
 
   enum class Op { kSum, kMean, kBroadcast };
   absl::Status Run(std::vector<at::Tensor>& flat, Op op, int root) {
-    c10::intrusive_ptr<c10d::Work> work;
-    if (op == Op::kBroadcast) {
-      c10d::BroadcastOptions options;
-      options.rootRank = root;
-      work = group->broadcast(flat, options);
-    } else {
-      work = group->allreduce(flat);
-    }
-    work->wait();
+    Wait([&](auto& group) {
+      if (op == Op::kBroadcast) {
+        c10d::BroadcastOptions options;
+        options.rootRank = root;
+        return group.broadcast(flat, options);
+      }
+      return group.allreduce(flat);
+    });
     return absl::OkStatus();
   }
 };
+
+namespace {
+
+#if CKPT_WITH_GLOO
+c10::intrusive_ptr<c10d::ProcessGroupGloo> ConnectGloo(
+    const LaunchEnv& env, const ProcessGroup::Options& options,
+    const c10::intrusive_ptr<c10d::Store>& store) {
+  auto gloo_options =
+      c10d::ProcessGroupGloo::Options::create(Milliseconds(options.timeout));
+  const bool loopback = env.master_addr == "127.0.0.1" ||
+                        env.master_addr == "localhost" ||
+                        env.master_addr == "::1";
+  const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+  if (interface != nullptr && *interface != '\0') {
+    gloo_options->devices.push_back(
+        c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+  } else if (loopback) {
+    gloo_options->devices.push_back(
+        c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
+  } else {
+    gloo_options->devices.push_back(
+        c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  gloo_options->threads = options.gloo_threads;
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(
+      store, env.rank, env.world_size, gloo_options);
+}
+#endif
+
+#if CKPT_WITH_NCCL
+c10::intrusive_ptr<c10d::ProcessGroupNCCL> ConnectNccl(
+    const LaunchEnv& env, const ProcessGroup::Options& options,
+    const c10::intrusive_ptr<c10d::Store>& store) {
+  // A collective that times out or fails then throws from wait(), which
+  // becomes our error, instead of only NCCL's watchdog ending the process.
+  // The user's own setting wins.
+  setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+  c10::cuda::set_device(options.device.index());
+  auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+  nccl_options->timeout = Milliseconds(options.timeout);
+  auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+      store, env.rank, env.world_size, nccl_options);
+  // Meets the peers now, so that a missing one is reported by Connect
+  // rather than by the first collective.
+  group->setBoundDeviceId(options.device);
+  group->eagerConnectSingleDevice(options.device);
+  return group;
+}
+#endif
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
     const LaunchEnv& env, const Options& options) {
   if (env.world_size <= 1) {
     return std::unique_ptr<ProcessGroup>(new ProcessGroup(0, 1, nullptr));
   }
+  RETURN_IF_ERROR(CheckBackend(env, options.device));
   if (env.master_addr.empty() || env.master_port <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         Describe(env), ": no address and port to meet the other processes"));
   }
   auto impl = std::make_unique<Impl>();
   impl->where = Describe(env);
+  impl->device = options.device;
+  impl->timeout = options.timeout;
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(env.master_port);
@@ -131,27 +275,13 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
     }
     impl->messages =
         c10::make_intrusive<c10d::PrefixStore>("ckpt_project/messages", store);
-    impl->timeout = options.timeout;
     store = c10::make_intrusive<c10d::PrefixStore>("ckpt_project/pg", store);
-    auto gloo_options =
-        c10d::ProcessGroupGloo::Options::create(Milliseconds(options.timeout));
-    const bool loopback = env.master_addr == "127.0.0.1" ||
-                          env.master_addr == "localhost" ||
-                          env.master_addr == "::1";
-    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
-    if (interface != nullptr && *interface != '\0') {
-      gloo_options->devices.push_back(
-          c10d::ProcessGroupGloo::createDeviceForInterface(interface));
-    } else if (loopback) {
-      gloo_options->devices.push_back(
-          c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
-    } else {
-      gloo_options->devices.push_back(
-          c10d::ProcessGroupGloo::createDefaultDevice());
-    }
-    gloo_options->threads = options.gloo_threads;
-    impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        store, env.rank, env.world_size, gloo_options);
+#if CKPT_WITH_NCCL
+    if (options.device.is_cuda()) impl->nccl = ConnectNccl(env, options, store);
+#endif
+#if CKPT_WITH_GLOO
+    if (options.device.is_cpu()) impl->gloo = ConnectGloo(env, options, store);
+#endif
   } catch (const std::exception& error) {
     absl::Status status = FromException(
         error, absl::StrCat(impl->where, ": joining the other processes"));
@@ -209,7 +339,7 @@ absl::StatusOr<std::string> ProcessGroup::Await(
   }
 }
 
-#else  // !CKPT_WITH_GLOO
+#else  // !CKPT_WITH_C10D
 
 absl::Status ProcessGroup::Post(const std::string& key, const std::string&) {
   return NoPeers(key);
@@ -220,30 +350,26 @@ absl::StatusOr<std::string> ProcessGroup::Await(const std::string& key,
   return NoPeers(key);
 }
 
-bool HasGloo() { return false; }
-
 struct ProcessGroup::Impl {
+  torch::Device device = torch::kCPU;
   std::string where;
   enum class Op { kSum, kMean, kBroadcast };
   absl::Status Run(std::vector<at::Tensor>&, Op, int) {
-    return absl::UnimplementedError("no Gloo in this build");
+    return absl::UnimplementedError("no c10d backend in this build");
   }
 };
 
 absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Connect(
     const LaunchEnv& env, const Options& options) {
-  (void)options;
   if (env.world_size <= 1) {
     return std::unique_ptr<ProcessGroup>(new ProcessGroup(0, 1, nullptr));
   }
-  return absl::UnimplementedError(absl::StrCat(
-      Describe(env),
-      ": this build's LibTorch comes without Gloo's headers (PyPI's wheel), "
-      "so it cannot run several processes; use the default build (Debian's "
-      "LibTorch with libgloo-dev)"));
+  RETURN_IF_ERROR(CheckBackend(env, options.device));
+  return absl::UnimplementedError(
+      absl::StrCat(Describe(env), ": no c10d backend in this build"));
 }
 
-#endif  // CKPT_WITH_GLOO
+#endif  // CKPT_WITH_C10D
 
 ProcessGroup::ProcessGroup(int rank, int world_size, std::unique_ptr<Impl> impl)
     : rank_(rank), world_size_(world_size), impl_(std::move(impl)) {}
@@ -328,9 +454,12 @@ absl::Status ProcessGroup::AllReduceSum(std::vector<torch::Tensor>& tensors,
 
 absl::Status ProcessGroup::AllReduceSum(std::vector<double>& values) {
   if (world_size_ == 1 || values.empty()) return absl::OkStatus();
-  std::vector<torch::Tensor> shared = {torch::tensor(values, torch::kFloat64)};
+  // On the group's device: NCCL reduces only CUDA tensors.
+  std::vector<torch::Tensor> shared = {
+      torch::tensor(values, torch::kFloat64).to(impl_->device)};
   RETURN_IF_ERROR(AllReduceSum(shared));
-  const double* sums = shared[0].data_ptr<double>();
+  const torch::Tensor sums_on_host = shared[0].cpu();
+  const double* sums = sums_on_host.data_ptr<double>();
   values.assign(sums, sums + values.size());
   return absl::OkStatus();
 }
@@ -360,15 +489,15 @@ absl::Status ProcessGroup::AllReduceMean(std::vector<torch::Tensor>& tensors,
 
 absl::Status ProcessGroup::Barrier() {
   if (world_size_ == 1) return absl::OkStatus();
-#if CKPT_WITH_GLOO
+#if CKPT_WITH_C10D
   try {
-    impl_->group->barrier()->wait();
+    impl_->Wait([](auto& group) { return group.barrier(); });
     return absl::OkStatus();
   } catch (const std::exception& error) {
     return CollectiveError(error, absl::StrCat(impl_->where, ": barrier"));
   }
 #else
-  return absl::UnimplementedError("no Gloo in this build");
+  return absl::UnimplementedError("no c10d backend in this build");
 #endif
 }
 

@@ -1,7 +1,7 @@
 // The collectives a data-parallel trainer needs, over LibTorch's own c10d
-// (ProcessGroupGloo on CPU), with errors as absl::Status and time limits
-// on everything: a peer that never comes, dies or hangs makes the others
-// fail within the timeout instead of waiting forever.
+// (ProcessGroupGloo on the CPU, ProcessGroupNCCL on CUDA devices), with errors
+// as absl::Status and time limits on everything: a peer that never comes, dies
+// or hangs makes the others fail within the timeout instead of waiting forever.
 //
 //   ASSIGN_OR_RETURN(distributed::LaunchEnv env,
 //                    distributed::LaunchEnvFrom(
@@ -23,9 +23,15 @@
 // ranks are done in Gloo's order, so results may differ from a one-process
 // sum in the last bits.
 //
-// Builds whose LibTorch comes without its Gloo headers (PyPI's wheel:
-// --config=torch2) have no Gloo: Connect refuses a world of more than one
-// with kUnimplemented, and HasGloo() says so.
+// Which backend: Options::device. The CPU takes Gloo (both builds, with
+// Debian's libgloo-dev headers); a CUDA device takes NCCL, which only a
+// build against a CUDA LibTorch has (--config=torch2: the pinned wheel and
+// the CUDA toolkit's NCCL headers of the same version). Each process then
+// uses its own device, usually cuda:LOCAL_RANK, and its collectives' tensors
+// live there. Under NCCL a failed or timed-out collective is reported by
+// wait() (TORCH_NCCL_BLOCKING_WAIT=1 unless the user set it); NCCL's
+// watchdog may still end the process itself with its own message. NCCL
+// refuses two ranks on one GPU, so it needs a GPU per process.
 //
 // Not thread-safe: call the collectives from one thread, in the same order
 // on every rank (Post and Await excepted).
@@ -45,8 +51,10 @@
 
 namespace distributed {
 
-// True when this build can connect more than one process.
+// Whether this build can connect several processes on the CPU (Gloo) and
+// on CUDA devices (NCCL).
 bool HasGloo();
+bool HasNccl();
 
 class ProcessGroup {
  public:
@@ -54,12 +62,17 @@ class ProcessGroup {
     // How long to wait for the peers to join, and for any collective.
     absl::Duration timeout = absl::Seconds(60);
     int gloo_threads = 2;
+    // Where the collectives' tensors live: the CPU (Gloo) or one CUDA
+    // device with its index (NCCL; Connect makes it the current device).
+    torch::Device device = torch::kCPU;
   };
 
   // Errors (each naming this rank and the store): kInvalidArgument for an
-  // env without an address; kDeadlineExceeded when the peers do not all
-  // join within the timeout; kUnavailable when the store cannot be reached;
-  // kUnimplemented without Gloo.
+  // env without an address or a device that is neither CPU nor CUDA;
+  // kDeadlineExceeded when the peers do not all join within the timeout;
+  // kUnavailable when the store cannot be reached; kUnimplemented when this
+  // build lacks the device's backend; kFailedPrecondition for a CUDA device
+  // that is not there.
   static absl::StatusOr<std::unique_ptr<ProcessGroup>> Connect(
       const LaunchEnv& env, const Options& options);
   ~ProcessGroup();
@@ -67,6 +80,8 @@ class ProcessGroup {
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
 
+  // The tensors passed to the collectives must be on Options::device.
+  //
   // Every rank's `tensors` become root's, in place (bucketed like
   // AllReduceMean).
   absl::Status Broadcast(std::vector<torch::Tensor>& tensors, int root);

@@ -83,8 +83,41 @@ int Wait(Rank& rank, std::chrono::seconds limit) {
 }
 
 constexpr char kNoGloo[] =
-    "this build's LibTorch has no Gloo headers (--config=torch2); the "
-    "default build runs this";
+    "this build has no Gloo (its headers come from Debian's libgloo-dev)";
+
+// A device whose backend this build lacks, or that is not there, is refused
+// before anything waits for peers.
+TEST(ConnectTest, RefusesADeviceItCannotServe) {
+  LaunchEnv env;
+  env.rank = 0;
+  env.world_size = 2;
+  env.master_addr = "127.0.0.1";
+  env.master_port = FreePort();
+  ProcessGroup::Options options;
+  options.timeout = absl::Seconds(1);
+
+  options.device = torch::Device(torch::kCUDA, 99);
+  absl::StatusOr<std::unique_ptr<ProcessGroup>> group =
+      ProcessGroup::Connect(env, options);
+  if (HasNccl()) {
+    EXPECT_TRUE(absl::IsFailedPrecondition(group.status())) << group.status();
+    EXPECT_THAT(std::string(group.status().message()),
+                testing::HasSubstr("cuda:99 is not a CUDA device here"));
+  } else {
+    EXPECT_TRUE(absl::IsUnimplemented(group.status())) << group.status();
+    EXPECT_THAT(std::string(group.status().message()),
+                testing::HasSubstr("this build has no NCCL"));
+  }
+
+  options.device = torch::Device(c10::DeviceType::Meta);
+  group = ProcessGroup::Connect(env, options);
+  EXPECT_TRUE(absl::IsInvalidArgument(group.status())) << group.status();
+
+  // One process needs no backend, whatever the device.
+  env.world_size = 1;
+  options.device = torch::Device(torch::kCUDA, 99);
+  EXPECT_TRUE(ProcessGroup::Connect(env, options).ok());
+}
 
 class ProcessGroupTest : public testing::TestWithParam<int> {};
 
