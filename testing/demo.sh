@@ -129,8 +129,6 @@ artifacts in ${dir}:
 next:
   tools/bazel run //:ckpt -- inspect ${run_dir}/best
   tools/bazel run //:run -- --model=${dir}/model.pt --benchmark
-  # the same training on 2 processes (docs/DISTRIBUTED.md):
-  python3 -m torch.distributed.run --nproc_per_node=2 --no_python \\
-      --redirects 1 --tee 1 --log_dir /tmp/torchrun_logs \\
-      bazel-bin/trainer/train --run_dir=/tmp/run2 --device=cpu
+  # the same training on 2 processes (or under torchrun: docs/DISTRIBUTED.md):
+  tools/bazel run -c opt //:train -- --nproc=2 --run_dir=/tmp/run2 --device=cpu
 EOF

@@ -21,11 +21,15 @@
 #   5. under torchrun (its agent's store) the run ends bitwise where the
 #      hand-launched 2-process run ends;
 #   6. a process whose peer never comes exits 1 with one line within the
-#      timeout.
+#      timeout;
 #   7. a checkpoint of 2 processes holds rank 1's own state in the data
 #      file rank 1 wrote, under the one manifest: ckpt verifies and inspects
 #      it, a flipped byte of that file is caught, naming the tensor, and it
-#      exports like any checkpoint.
+#      exports like any checkpoint;
+#   8. `train --nproc=2` (our launcher) ends where the hand-launched
+#      2-process run ends, and SIGTERM to it stops the job (143) at a
+#      checkpoint from which `--nproc=2 --resume` ends bitwise where the
+#      uninterrupted run ends.
 # Skipped (exit 0, with the reason) where the build has no Gloo.
 set -euo pipefail
 
@@ -275,6 +279,35 @@ grep -q "torchrun's agent, /worker/attempt_0" "${work}/torchrun.log" ||
   fail "the workers did not join torchrun's agent store"
 [[ "$("${ckpt}" digest "${work}/torchrun/last")" == "${uninterrupted}" ]] ||
   fail "under torchrun the run does not end where the 2-process run does"
+
+echo "== train --nproc=2 (our own launcher)"
+"${train}" --nproc=2 --run_dir="${work}/nproc" "${common[@]}" \
+  >"${work}/nproc.log" 2>&1 || fail "--nproc=2: $(tail -3 "${work}/nproc.log")"
+grep -q "rank 1 of 2 (--nproc), store 127.0.0.1:" "${work}/nproc.log" ||
+  fail "the processes do not name their launcher: $(head -3 "${work}/nproc.log")"
+[[ "$("${ckpt}" digest "${work}/nproc/last")" == "${uninterrupted}" ]] ||
+  fail "under --nproc the run does not end where the 2-process run does"
+# SIGTERM to the launcher reaches every process once: the job saves and
+# exits 143, and resumes (--nproc again) to the uninterrupted run's end.
+"${train}" --nproc=2 --run_dir="${work}/nproc_term" "${common[@]}" \
+  --epochs=40 >"${work}/nproc_term.log" 2>&1 &
+launcher=$!
+for _ in $(seq 1 600); do
+  [[ -e "${work}/nproc_term/last" ]] && break
+  sleep 0.05
+done
+[[ -e "${work}/nproc_term/last" ]] || fail "--nproc: no checkpoint before the job ended"
+kill -TERM "${launcher}"
+status=0
+wait "${launcher}" || status=$?
+[[ "${status}" == 143 ]] ||
+  fail "--nproc after SIGTERM exited ${status}, not 143: $(tail -3 "${work}/nproc_term.log")"
+"${train}" --nproc=2 --run_dir="${work}/nproc_term" "${common[@]}" \
+  --epochs=40 --resume >"${work}/nproc_resumed.log" 2>&1 ||
+  fail "--nproc resume: $(tail -3 "${work}/nproc_resumed.log")"
+[[ "$("${ckpt}" digest "${work}/nproc_term/last")" == \
+  "$("${ckpt}" digest "${work}/term_straight/last")" ]] ||
+  fail "--nproc: SIGTERM + resume does not end where the uninterrupted run does"
 
 echo "== a peer that never comes"
 port="$(free_port)"

@@ -14,8 +14,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "tools/base/paths.h"
 #include "tools/cli/flags.h"
+#include "tools/distributed/local_launcher.h"
 #include "trainer/trainer.h"
 
 ABSL_FLAG(std::string, run_dir, "",
@@ -29,6 +31,10 @@ ABSL_FLAG(int, rank, 0, "This process's rank, with --world_size.");
 ABSL_FLAG(std::string, master_addr, "",
           "Where the processes meet (default MASTER_ADDR).");
 ABSL_FLAG(int, master_port, 0, "Port where they meet (default MASTER_PORT).");
+ABSL_FLAG(int, nproc, 1,
+          "Run N processes on this machine as one data-parallel job, each "
+          "started as torchrun would start it (on CUDA, one GPU each). Not "
+          "with --world_size, nor under torchrun or Slurm.");
 ABSL_FLAG(int, dist_timeout_s, 300,
           "Seconds to wait for the other processes to join, and for any "
           "step; a process that dies or hangs fails the others after it.");
@@ -111,6 +117,57 @@ void InstallSignalHandlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
+// This program's own file, to start more of it ("" when unknown).
+std::string SelfExecutable() {
+  char executable[PATH_MAX];
+  const ssize_t length =
+      readlink("/proc/self/exe", executable, sizeof(executable) - 1);
+  if (length <= 0) return "";
+  return std::string(executable, static_cast<size_t>(length));
+}
+
+// `train --nproc=N ...`: starts N processes of this program with the same
+// flags and waits for them; returns the job's exit code.
+int LaunchLocalJob(int argc, char** argv, int nproc,
+                   const trainer::TrainOptions& options) {
+  if (options.world_size > 0) {
+    cli::ExitWithError(
+        "--nproc starts the job's processes itself: drop --world_size and "
+        "--rank");
+  }
+  for (const char* variable : {"RANK", "WORLD_SIZE"}) {
+    if (std::getenv(variable) != nullptr) {
+      cli::ExitWithError(absl::StrCat(
+          "--nproc=", nproc, " cannot run inside another launcher (", variable,
+          " is set): let that launcher start the processes"));
+    }
+  }
+  const char* slurm_tasks = std::getenv("SLURM_NTASKS");
+  if (slurm_tasks != nullptr && std::string(slurm_tasks) != "1") {
+    cli::ExitWithError(
+        absl::StrCat("--nproc=", nproc, " cannot run inside a Slurm job of ",
+                     slurm_tasks, " tasks: let srun start the processes"));
+  }
+  distributed::LocalJob job;
+  job.argv.push_back(SelfExecutable());
+  if (job.argv[0].empty()) {
+    cli::ExitWithError("--nproc: cannot find this program's own file");
+  }
+  job.argv.insert(job.argv.end(), argv + 1, argv + argc);
+  job.argv.push_back("--nproc=1");  // the last occurrence wins
+  job.nproc = nproc;
+  // The processes end by themselves within their collective timeout once
+  // one has failed; the launcher steps in only after that.
+  job.grace = absl::Seconds(options.dist_timeout_seconds + 30);
+  InstallSignalHandlers();
+  absl::StatusOr<int> exit_code = distributed::RunLocalJob(job, &stop_signal);
+  if (!exit_code.ok()) {
+    cli::ExitWithError(
+        absl::StrCat("--nproc=", nproc, ": ", exit_code.status().message()));
+  }
+  return *exit_code;
+}
+
 bool IsDirectory(const std::string& path) {
   struct stat info;
   return stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
@@ -125,11 +182,7 @@ std::string DefaultDataDir() {
       candidates.push_back(absl::StrCat(value, "/fashion_mnist"));
     }
   }
-  char executable[PATH_MAX];
-  const ssize_t length =
-      readlink("/proc/self/exe", executable, sizeof(executable) - 1);
-  if (length > 0) {
-    executable[length] = '\0';
+  if (const std::string executable = SelfExecutable(); !executable.empty()) {
     candidates.push_back(absl::StrCat(executable, ".runfiles/fashion_mnist"));
   }
   candidates.push_back("/usr/share/datasets/fashion-mnist");
@@ -193,6 +246,11 @@ int main(int argc, char** argv) {
   if (absl::Status status = trainer::ValidateOptions(options); !status.ok()) {
     cli::ExitWithError(status.message());
   }
+  const int nproc = absl::GetFlag(FLAGS_nproc);
+  if (nproc < 1) {
+    cli::ExitWithError(absl::StrCat("--nproc=", nproc, ": must be at least 1"));
+  }
+  if (nproc > 1) return LaunchLocalJob(argc, argv, nproc, options);
 
   InstallSignalHandlers();
   absl::StatusOr<trainer::TrainSummary> summary =

@@ -68,6 +68,10 @@ absl::Status CheckRank(const LaunchEnv& env, const char* rank_name) {
 absl::StatusOr<LaunchEnv> FromTorchrun(const Environment& environment) {
   LaunchEnv env;
   env.source = "torchrun";
+  // A launcher of ours that sets torchrun's variables names itself.
+  if (const std::string* launcher = Find(environment, "CKPT_LAUNCHER")) {
+    env.source = *launcher;
+  }
   if (Find(environment, "WORLD_SIZE") == nullptr) {
     return absl::InvalidArgumentError(
         "environment variable RANK is set but WORLD_SIZE is not");

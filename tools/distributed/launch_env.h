@@ -46,7 +46,8 @@ struct LaunchEnv {
   // store_prefix.
   bool use_agent_store = false;
   std::string store_prefix;
-  // "flags", "torchrun", "slurm" or "single process".
+  // "flags", "torchrun", "slurm" or "single process"; under torchrun's
+  // variables, CKPT_LAUNCHER when set ("--nproc": local_launcher.h).
   std::string source = "single process";
 };
 

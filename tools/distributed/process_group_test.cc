@@ -3,9 +3,7 @@
 // makes the others fail with one clear line within the timeout, not hang.
 #include "tools/distributed/process_group.h"
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,26 +20,16 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
+#include "tools/distributed/local_launcher.h"
 
 namespace distributed {
 namespace {
 
 using ::testing::HasSubstr;
 
-// A port nobody listens on now (the kernel's choice for an ephemeral bind).
 int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ::close(fd);
-    return 29500;
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  return port.ok() ? *port : 29500;
 }
 
 struct Rank {

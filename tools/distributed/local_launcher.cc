@@ -1,0 +1,178 @@
+#include "tools/distributed/local_launcher.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tools/base/files.h"
+
+extern char** environ;
+
+namespace distributed {
+namespace {
+
+// The variables the launcher sets, and torchrun's agent variables, which
+// would make a process look for an agent that is not there.
+bool SetByLauncher(absl::string_view entry) {
+  for (absl::string_view name :
+       {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE=",
+        "GROUP_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "CKPT_LAUNCHER="}) {
+    if (absl::StartsWith(entry, name)) return true;
+  }
+  return absl::StartsWith(entry, "TORCHELASTIC_");
+}
+
+int ExitCode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+struct Process {
+  int rank;
+  pid_t pid;
+  bool running = true;
+};
+
+}  // namespace
+
+absl::StatusOr<int> FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return base::ErrnoToStatus(errno, "socket for", "a free port");
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  const bool bound =
+      ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!bound) return base::ErrnoToStatus(error, "binding", "127.0.0.1:0");
+  return static_cast<int>(ntohs(address.sin_port));
+}
+
+absl::StatusOr<int> RunLocalJob(const LocalJob& job,
+                                const std::atomic<int>* stop_signal) {
+  if (job.argv.empty() || job.nproc < 1) {
+    return absl::InvalidArgumentError(
+        "a local job needs a program and at least one process");
+  }
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) return port.status();
+
+  // Everything the children need is built here: between fork and exec a
+  // child may only make async-signal-safe calls.
+  std::vector<std::string> shared_env;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    if (!SetByLauncher(*entry)) shared_env.push_back(*entry);
+  }
+  shared_env.push_back("GROUP_RANK=0");
+  shared_env.push_back("MASTER_ADDR=127.0.0.1");
+  shared_env.push_back(absl::StrCat("MASTER_PORT=", *port));
+  shared_env.push_back(absl::StrCat("WORLD_SIZE=", job.nproc));
+  shared_env.push_back(absl::StrCat("LOCAL_WORLD_SIZE=", job.nproc));
+  shared_env.push_back("CKPT_LAUNCHER=--nproc");
+  std::vector<char*> argv;
+  for (const std::string& arg : job.argv) {
+    argv.push_back(const_cast<char*>(arg.c_str()));
+  }
+  argv.push_back(nullptr);
+  const pid_t launcher = ::getpid();
+
+  std::vector<Process> processes;
+  for (int rank = 0; rank < job.nproc; ++rank) {
+    std::vector<std::string> env_strings = shared_env;
+    env_strings.push_back(absl::StrCat("RANK=", rank));
+    env_strings.push_back(absl::StrCat("LOCAL_RANK=", rank));
+    std::vector<char*> envp;
+    for (std::string& entry : env_strings) envp.push_back(entry.data());
+    envp.push_back(nullptr);
+
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      const int error = errno;
+      for (const Process& process : processes) ::kill(process.pid, SIGKILL);
+      for (const Process& process : processes) {
+        ::waitpid(process.pid, nullptr, 0);
+      }
+      return base::ErrnoToStatus(error, "fork for process", absl::StrCat(rank));
+    }
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      // The launcher died before prctl: nobody is left to wait for us.
+      if (::getppid() != launcher) ::_exit(128 + SIGTERM);
+      ::execve(argv[0], argv.data(), envp.data());
+      const char* reason = std::strerror(errno);
+      const char prefix[] = "error: cannot start ";
+      (void)!::write(STDERR_FILENO, prefix, sizeof(prefix) - 1);
+      (void)!::write(STDERR_FILENO, argv[0], std::strlen(argv[0]));
+      (void)!::write(STDERR_FILENO, ": ", 2);
+      (void)!::write(STDERR_FILENO, reason, std::strlen(reason));
+      (void)!::write(STDERR_FILENO, "\n", 1);
+      ::_exit(127);
+    }
+    processes.push_back({rank, pid});
+  }
+
+  int running = job.nproc;
+  int job_exit = 0;
+  bool failed = false;
+  bool forwarded = false;
+  int escalation = 0;  // 0: none, 1: SIGTERM sent, 2: SIGKILL sent
+  absl::Time failed_at;
+  while (running > 0) {
+    for (Process& process : processes) {
+      if (!process.running) continue;
+      int status = 0;
+      const pid_t done = ::waitpid(process.pid, &status, WNOHANG);
+      if (done != process.pid) continue;
+      process.running = false;
+      --running;
+      const int code = ExitCode(status);
+      if (code != 0 && !failed) {
+        failed = true;
+        job_exit = code;
+        failed_at = absl::Now();
+      }
+    }
+    if (!forwarded && stop_signal != nullptr && stop_signal->load() != 0) {
+      forwarded = true;
+      for (const Process& process : processes) {
+        if (process.running) ::kill(process.pid, stop_signal->load());
+      }
+    }
+    if (failed && running > 0 && escalation < 2 &&
+        absl::Now() - failed_at > job.grace * (escalation + 1)) {
+      ++escalation;
+      std::fprintf(stderr,
+                   "launcher: %d process(es) still running %s after the "
+                   "first failure: sending %s\n",
+                   running,
+                   absl::FormatDuration(job.grace * escalation).c_str(),
+                   escalation == 1 ? "SIGTERM" : "SIGKILL");
+      for (const Process& process : processes) {
+        if (process.running) {
+          ::kill(process.pid, escalation == 1 ? SIGTERM : SIGKILL);
+        }
+      }
+    }
+    if (running > 0) absl::SleepFor(absl::Milliseconds(20));
+  }
+  return job_exit;
+}
+
+}  // namespace distributed
