@@ -1,7 +1,11 @@
 #include "checkpoint/tensors.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +29,7 @@
 #include "checkpoint/library_versions.h"
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
+#include "tools/base/files.h"
 #include "tools/base/status.h"
 #include "tools/base/version.h"
 #include "tools/base/warnings.h"
@@ -594,8 +599,136 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
 }
 
 AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options,
-                                           bool keep_staging_buffers)
-    : options_(options), keep_staging_buffers_(keep_staging_buffers) {}
+                                           bool keep_staging_buffers,
+                                           SnapshotMode snapshot)
+    : options_(options),
+      keep_staging_buffers_(keep_staging_buffers),
+      snapshot_(snapshot) {}
+
+namespace {
+
+// A forked save's status travels to the parent as "<code> <message>".
+std::string EncodeStatus(const absl::Status& status) {
+  return absl::StrCat(static_cast<int>(status.code()), " ", status.message());
+}
+
+absl::Status ForkedSaveStatus(const std::string& path, pid_t pid, bool reaped,
+                              int wait_status, const std::string& report) {
+  const std::string context =
+      absl::StrCat("saving checkpoint ", path, " in process ", pid);
+  int code = -1;
+  const size_t space = report.find(' ');
+  if (space != std::string::npos) {
+    code = std::atoi(report.substr(0, space).c_str());
+  }
+  if (code >= 0 &&
+      code <= static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    if (code == 0) return absl::OkStatus();
+    return absl::Status(static_cast<absl::StatusCode>(code),
+                        report.substr(space + 1));
+  }
+  if (reaped && WIFSIGNALED(wait_status)) {
+    return absl::AbortedError(
+        absl::StrCat(context, ": killed by signal ", WTERMSIG(wait_status)));
+  }
+  return absl::InternalError(absl::StrCat(
+      context, ": it ended without a report (exit status ",
+      reaped && WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1, ")"));
+}
+
+}  // namespace
+
+absl::Status AsyncCheckpointSaver::StartForkedSave(
+    const std::string& path, const CheckpointState& state,
+    std::function<void(const absl::Status&)>& on_committed) {
+  // The child writes CPU, contiguous tensors where they are; any other is
+  // copied here, because the child must not run a LibTorch kernel. Nothing
+  // else is built for the child before the fork: after it, every page the
+  // caller writes is copied by the kernel, so even dropping references to
+  // 20,000 tensors (their refcounts) would cost a fault per page.
+  proto::Metadata metadata = state.metadata;
+  // Here, not in the child: it asks LibTorch's CUDA hooks for versions.
+  FillMetadata(&metadata);
+  std::vector<std::pair<size_t, torch::Tensor>> copies;
+  try {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < state.tensors.size(); ++i) {
+      const torch::Tensor& tensor = state.tensors[i].second;
+      if (tensor.defined() && tensor.layout() == torch::kStrided &&
+          (!tensor.device().is_cpu() || !tensor.is_contiguous())) {
+        copies.emplace_back(i, tensor.to(torch::kCPU).contiguous());
+      }
+    }
+  } catch (const std::exception& error) {
+    return FromException(absl::StrCat("saving checkpoint ", path), error);
+  }
+  int report_pipe[2];
+  if (pipe2(report_pipe, O_CLOEXEC) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("pipe for a forked save: ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int error = errno;
+    close(report_pipe[0]);
+    close(report_pipe[1]);
+    return absl::UnavailableError(
+        absl::StrCat("fork for a save: ", std::strerror(error)));
+  }
+  if (pid == 0) {
+    // The child: dies with the caller, keeps only its report pipe (as fd 3)
+    // and the standard streams, writes, reports, and leaves without running
+    // the caller's exit handlers.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(2);
+    int report = report_pipe[1];
+    if (report != 3) {
+      if (dup2(report, 3) < 0) _exit(2);
+      report = 3;
+    }
+    close_range(4, ~0U, 0);
+    CheckpointState snapshot;
+    snapshot.metadata = std::move(metadata);
+    snapshot.training_state = state.training_state;
+    snapshot.tensors = state.tensors;
+    for (auto& [index, copy] : copies) {
+      snapshot.tensors[index].second = std::move(copy);
+    }
+    absl::Status status = SaveCheckpoint(path, snapshot, options_);
+    (void)base::WriteFully(report, EncodeStatus(status), "report pipe");
+    _exit(status.ok() ? 0 : 1);
+  }
+  close(report_pipe[1]);
+  pending_path_ = path;
+  const int report_fd = report_pipe[0];
+  worker_ = std::thread(
+      [this, path, pid, report_fd, on_committed = std::move(on_committed)]() {
+        std::string report;
+        char buffer[4096];
+        for (;;) {
+          const ssize_t got = read(report_fd, buffer, sizeof(buffer));
+          if (got > 0) {
+            report.append(buffer, static_cast<size_t>(got));
+          } else if (got == 0 || errno != EINTR) {
+            break;
+          }
+        }
+        close(report_fd);
+        int wait_status = 0;
+        pid_t reaped;
+        do {
+          reaped = waitpid(pid, &wait_status, 0);
+        } while (reaped < 0 && errno == EINTR);
+        // ECHILD: the caller ignores SIGCHLD and the kernel reaped the child;
+        // the report alone tells.
+        absl::Status status =
+            ForkedSaveStatus(path, pid, reaped == pid, wait_status, report);
+        if (on_committed) on_committed(status);
+        pending_error_ = std::move(status);
+      });
+  return absl::OkStatus();
+}
 
 AsyncCheckpointSaver::~AsyncCheckpointSaver() {
   absl::Status unreported = JoinAndTakeError();
@@ -623,6 +756,11 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
         previous.code(),
         absl::StrCat("the previous asynchronous save failed (this save to ",
                      path, " was not started): ", previous.message()));
+  }
+  if (snapshot_ == SnapshotMode::kFork && !before_commit) {
+    absl::Status forked = StartForkedSave(path, state, on_committed);
+    // Unavailable: no fork to be had; the copy below still saves.
+    if (!absl::IsUnavailable(forked)) return forked;
   }
   absl::StatusOr<CheckpointState> snapshot =
       SnapshotToCpu(state, keep_staging_buffers_ ? &staging_ : nullptr);

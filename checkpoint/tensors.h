@@ -142,10 +142,38 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // Methods must be called from one thread; `before_commit` and
 // `on_committed` run on the background thread, the latter with the save's
 // final status.
+//
+// SnapshotMode::kFork takes the snapshot without copying: SaveAsync forks,
+// and the child process writes and commits the checkpoint from memory the
+// kernel shares copy-on-write with the caller, who goes on at once. The
+// pause is fork's page-table copy, not a copy of the bytes; the extra
+// memory is one page per page the caller writes while the child runs (all
+// of it if every tensor is rewritten), not a full copy. What the caller
+// must know:
+//   - Tensors not in CPU memory or not contiguous (a GPU's, a transposed
+//     view) are first copied into CPU memory on the caller's thread; that
+//     copy is part of the pause.
+//   - The child runs our writer only: no LibTorch kernel, no CUDA, no
+//     OpenMP; only the forking thread exists in it. It uses malloc,
+//     protobuf serialization, XXH3 and file-system calls, so another thread
+//     of the caller must not be inside protobuf code on the checkpoint's
+//     own messages while SaveAsync runs (glibc's malloc is fork-safe).
+//   - The child closes every inherited file descriptor but its report
+//     pipe, keeps the caller's signal dispositions (a handler that only
+//     sets a flag is harmless; SIGKILL or SIGTERM to the whole process
+//     group ends the save, which then fails), ends with _exit (no atexit
+//     handlers, no static destructors), and is killed if the caller dies
+//     (its .tmp- directory is removed when the run directory is next
+//     opened).
+//   - A save with `before_commit` (it needs the caller's process: its
+//     peers, its threads), or a fork that fails, falls back to kCopy.
+enum class SnapshotMode { kCopy, kFork };
+
 class AsyncCheckpointSaver {
  public:
   explicit AsyncCheckpointSaver(WriterOptions options = {},
-                                bool keep_staging_buffers = true);
+                                bool keep_staging_buffers = true,
+                                SnapshotMode snapshot = SnapshotMode::kCopy);
   ~AsyncCheckpointSaver();
   AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
   AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;
@@ -162,9 +190,15 @@ class AsyncCheckpointSaver {
  private:
   // Joins the worker and returns (and clears) an unreported error.
   absl::Status JoinAndTakeError();
+  // kFork: forks a child that saves `state` (CPU, contiguous tensors) and
+  // starts the worker that waits for it. Unavailable when fork fails.
+  absl::Status StartForkedSave(
+      const std::string& path, const CheckpointState& state,
+      std::function<void(const absl::Status&)>& on_committed);
 
   WriterOptions options_;
   bool keep_staging_buffers_;
+  SnapshotMode snapshot_;
   // Reused when no snapshot tensor references it any more.
   std::shared_ptr<StagingBuffer> staging_;
   std::thread worker_;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/digest.h"
 #include "checkpoint/interop/convert.h"
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
@@ -256,7 +257,54 @@ TEST(TensorsTest, SaveErrorsNameThePathAndTensor) {
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
+// Every test of the saver runs with both snapshots: a copy, and a forked
+// child sharing the caller's memory copy-on-write.
+class AsyncCheckpointSaverTest : public testing::TestWithParam<SnapshotMode> {
+ protected:
+  AsyncCheckpointSaver MakeSaver() {
+    return AsyncCheckpointSaver({}, /*keep_staging_buffers=*/true, GetParam());
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Snapshots, AsyncCheckpointSaverTest,
+                         testing::Values(SnapshotMode::kCopy,
+                                         SnapshotMode::kFork),
+                         [](const testing::TestParamInfo<SnapshotMode>& info) {
+                           return info.param == SnapshotMode::kCopy ? "Copy"
+                                                                    : "Fork";
+                         });
+
+// The contract: a checkpoint holds the values at the moment SaveAsync was
+// called, whatever the caller does to its tensors afterwards.
+TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
+  CheckpointState state;
+  for (int i = 0; i < 64; ++i) {
+    state.tensors.emplace_back(absl::StrCat("t", i),
+                               torch::rand({1000 + i * 37}));
+  }
+  state.tensors.emplace_back("transposed", torch::rand({50, 70}).t());
+  state.tensors.emplace_back("ints", torch::arange(999, torch::kInt64));
+  const std::string sync_path = UniqueTempPath("moment-sync");
+  ASSERT_TRUE(SaveCheckpoint(sync_path, state).ok());
+  const std::string async_path = UniqueTempPath("moment-async");
+  AsyncCheckpointSaver saver = MakeSaver();
+  ASSERT_TRUE(saver.SaveAsync(async_path, state).ok());
+  // Every tensor changes right after the call, while the save runs.
+  for (auto& [name, tensor] : state.tensors) tensor.add_(1);
+  ASSERT_TRUE(saver.Wait().ok());
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> sync_reader =
+      CheckpointReader::Open(sync_path);
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> async_reader =
+      CheckpointReader::Open(async_path);
+  ASSERT_TRUE(sync_reader.ok() && async_reader.ok());
+  absl::StatusOr<std::string> expected = TensorDigest(**sync_reader);
+  absl::StatusOr<std::string> got = TensorDigest(**async_reader);
+  ASSERT_TRUE(expected.ok() && got.ok());
+  EXPECT_EQ(*got, *expected);
+  ASSERT_TRUE((*async_reader)->VerifyAll().ok());
+}
+
+TEST_P(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
   CheckpointState state;
   torch::Tensor weight = torch::zeros({256, 256});
   state.tensors = {{"w", weight}, {"t", weight.t()}};
@@ -270,7 +318,7 @@ TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
   };
   const std::string first = UniqueTempPath("async-first");
   const std::string second = UniqueTempPath("async-second");
-  AsyncCheckpointSaver saver;
+  AsyncCheckpointSaver saver = MakeSaver();
   ASSERT_TRUE(saver.SaveAsync(first, state, record("first")).ok());
   // Training goes on while the first save is written.
   weight.fill_(1.0);
@@ -287,13 +335,13 @@ TEST(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
   EXPECT_TRUE(torch::equal(b->tensors[1].second, torch::ones({256, 256})));
 }
 
-TEST(AsyncCheckpointSaverTest, FailedSaveIsReturnedByTheNextSave) {
+TEST_P(AsyncCheckpointSaverTest, FailedSaveIsReturnedByTheNextSave) {
   CheckpointState state;
   state.tensors = {{"w", torch::ones({8})}};
   const std::string bad = UniqueTempPath("no-such-dir") + "/ckpt";
   const std::string good = UniqueTempPath("after-failure");
   absl::Status callback_status;
-  AsyncCheckpointSaver saver;
+  AsyncCheckpointSaver saver = MakeSaver();
   ASSERT_TRUE(saver
                   .SaveAsync(bad, state,
                              [&](const absl::Status& status) {
@@ -313,11 +361,11 @@ TEST(AsyncCheckpointSaverTest, FailedSaveIsReturnedByTheNextSave) {
   EXPECT_TRUE(Exists(good));
 }
 
-TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
+TEST_P(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   CheckpointState state;
   state.tensors = {{"w", torch::ones({8})}};
   {
-    AsyncCheckpointSaver saver;
+    AsyncCheckpointSaver saver = MakeSaver();
     ASSERT_TRUE(saver.SaveAsync(UniqueTempPath("gone") + "/x", state).ok());
     absl::Status waited = saver.Wait();
     EXPECT_FALSE(waited.ok());
@@ -326,7 +374,7 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   const std::string lost = UniqueTempPath("lost") + "/x";
   testing::internal::CaptureStderr();
   {
-    AsyncCheckpointSaver saver;
+    AsyncCheckpointSaver saver = MakeSaver();
     ASSERT_TRUE(saver.SaveAsync(lost, state).ok());
   }
   std::string printed = testing::internal::GetCapturedStderr();
@@ -335,7 +383,7 @@ TEST(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   // Nothing to print after a successful save.
   testing::internal::CaptureStderr();
   {
-    AsyncCheckpointSaver saver;
+    AsyncCheckpointSaver saver = MakeSaver();
     ASSERT_TRUE(saver.SaveAsync(UniqueTempPath("fine"), state).ok());
   }
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
