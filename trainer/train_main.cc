@@ -98,6 +98,12 @@ ABSL_FLAG(std::string, progress, "auto",
 ABSL_FLAG(int64_t, max_steps, 0,
           "Stop after this global step, saving a checkpoint to resume from "
           "(0: no limit).");
+ABSL_FLAG(std::string, snapshot, "copy",
+          "How a background save takes its snapshot: copy (into staging "
+          "memory; the pause grows with the state) or fork (a child process "
+          "shares the memory copy-on-write; a pause of a fork, and extra "
+          "memory only for what training changes while it writes). Several "
+          "processes always copy.");
 ABSL_FLAG(bool, skip_test, false,
           "Do not evaluate the best checkpoint on the test set at the end.");
 
@@ -238,6 +244,7 @@ int main(int argc, char** argv) {
   options.progress = absl::GetFlag(FLAGS_progress);
   options.max_steps = absl::GetFlag(FLAGS_max_steps);
   options.skip_test = absl::GetFlag(FLAGS_skip_test);
+  options.snapshot = absl::GetFlag(FLAGS_snapshot);
   options.world_size = absl::GetFlag(FLAGS_world_size);
   options.rank = absl::GetFlag(FLAGS_rank);
   options.master_addr = absl::GetFlag(FLAGS_master_addr);

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -319,11 +320,16 @@ bool WaitForNthSave(const std::string& run_dir, int count, pid_t pid) {
   return false;
 }
 
-TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
-  const std::string run_dir = TempPath("sigkill");
+// SIGKILL while the third save is being written (by a thread of the
+// process, or with --snapshot=fork by its child, which dies with it).
+void SigkillDuringTheThirdSave(const std::string& name,
+                               const std::vector<std::string>& flags,
+                               const std::string& straight_digest) {
+  const std::string run_dir = TempPath(name);
   ASSERT_EQ(mkdir(run_dir.c_str(), 0755), 0);
-  Process process = Start(
-      With(SmallRunFlags(run_dir), {"--save_every_steps=2"}), "sigkill_1");
+  Process process =
+      Start(With(With(SmallRunFlags(run_dir), {"--save_every_steps=2"}), flags),
+            name + "_1");
   ASSERT_TRUE(WaitForNthSave(run_dir, 3, process.pid))
       << "the run ended before its third save began";
   kill(process.pid, SIGKILL);
@@ -338,10 +344,33 @@ TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
   }
   // And resuming (or starting afresh if nothing was saved yet) ends where
   // the uninterrupted run ended.
-  Result resumed =
-      RunTrain(With(SmallRunFlags(run_dir), {"--resume"}), "sigkill_2");
+  Result resumed = RunTrain(
+      With(With(SmallRunFlags(run_dir), {"--resume"}), flags), name + "_2");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.stderr_text;
+  EXPECT_EQ(Digest(run_dir + "/last"), straight_digest);
+  // No save of the killed process is left behind, finished or not.
+  for (const auto& entry : std::filesystem::directory_iterator(run_dir)) {
+    EXPECT_FALSE(absl::StartsWith(entry.path().filename().string(), ".tmp-"))
+        << entry.path();
+  }
+}
+
+TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
+  SigkillDuringTheThirdSave("sigkill", {}, *straight_digest_);
+}
+
+// Saves written by a forked child (copy-on-write snapshots) hold what the
+// copied snapshots hold: the same run ends with the same digest, and a
+// kill mid-save resumes to it.
+TEST_F(TrainTest, ForkedSnapshotsSaveWhatCopiesSave) {
+  const std::string run_dir = TempPath("forked");
+  Result result = RunTrain(
+      With(SmallRunFlags(run_dir), {"--snapshot=fork", "--save_every_steps=2"}),
+      "forked");
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
   EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_);
+  SigkillDuringTheThirdSave("sigkill_forked", {"--snapshot=fork"},
+                            *straight_digest_);
 }
 
 // Usage errors: exactly one line "train: error: ..." and exit code 2.
@@ -368,6 +397,8 @@ TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
   ExpectUsageError({"--epochs=3"}, "--run_dir", "missing_run_dir");
   ExpectUsageError({"--run_dir=" + run_dir, "--data_dir=/nonexistent"},
                    "dataset not found", "missing_dataset");
+  ExpectUsageError({"--run_dir=" + run_dir, "--snapshot=cow"},
+                   "--snapshot=cow: expected copy or fork", "bad_snapshot");
 }
 
 // Under `bazel run`, --run_dir=runs/a means the caller's runs/a, the same

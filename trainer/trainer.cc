@@ -477,7 +477,10 @@ absl::Status Run::Setup() {
           " already holds checkpoints: pass --resume to continue that run, or "
           "choose another --run_dir"));
     }
-    saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>();
+    saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>(
+        checkpoint::WriterOptions(), /*keep_staging_buffers=*/true,
+        options_.snapshot == "fork" ? checkpoint::SnapshotMode::kFork
+                                    : checkpoint::SnapshotMode::kCopy);
   }
 
   // The model.
