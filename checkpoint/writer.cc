@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <set>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -132,6 +134,71 @@ absl::string_view DTypeName(proto::DType dtype) {
   }
 }
 
+// Hashes a large tensor on a thread of its own while the caller writes the
+// same bytes, so that a disk faster than one core's XXH3 plus the kernel's
+// copy into the page cache does not wait for the hash. One job at a time.
+class BackgroundHasher {
+ public:
+  BackgroundHasher() : thread_([this] { Run(); }) {}
+  ~BackgroundHasher() {
+    {
+      absl::MutexLock lock(&mutex_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  BackgroundHasher(const BackgroundHasher&) = delete;
+  BackgroundHasher& operator=(const BackgroundHasher&) = delete;
+
+  // `data` must stay valid and unchanged until Result() returns.
+  void Start(const char* data, size_t size) {
+    absl::MutexLock lock(&mutex_);
+    data_ = data;
+    size_ = size;
+    posted_ = true;
+    done_ = false;
+  }
+
+  uint64_t Result() {
+    absl::MutexLock lock(&mutex_);
+    mutex_.Await(absl::Condition(&done_));
+    return result_;
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      const char* data;
+      size_t size;
+      {
+        absl::MutexLock lock(&mutex_);
+        mutex_.Await(absl::Condition(
+            +[](BackgroundHasher* self) {
+              return self->posted_ || self->stop_;
+            },
+            this));
+        if (stop_) return;
+        posted_ = false;
+        data = data_;
+        size = size_;
+      }
+      const uint64_t result = XXH3_64bits(data, size);
+      absl::MutexLock lock(&mutex_);
+      result_ = result;
+      done_ = true;
+    }
+  }
+
+  absl::Mutex mutex_;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+  bool posted_ = false;
+  bool done_ = false;
+  bool stop_ = false;
+  uint64_t result_ = 0;
+  std::thread thread_;  // last: starts after the fields it reads
+};
+
 // ---------------------------------------------------------------------------
 // DataFileWriter: one data file, shared by CheckpointWriter (data-00000.bin)
 // and the parts other processes write.
@@ -239,11 +306,11 @@ class DataFileWriter::Impl {
       }
       std::memset(buffer_.get() + buffered_, 0, padding);
       buffered_ += padding;
-      checksum = XXH3_64bits(bytes.data(), bytes.size());
-      if (absl::Status status = Flush(bytes.data(), bytes.size());
-          !status.ok()) {
-        return status;
-      }
+      if (hasher_ == nullptr) hasher_ = std::make_unique<BackgroundHasher>();
+      hasher_->Start(bytes.data(), bytes.size());
+      absl::Status written = Flush(bytes.data(), bytes.size());
+      checksum = hasher_->Result();
+      if (!written.ok()) return written;
     }
     offset_ = tensor_offset + bytes.size();
 
@@ -315,6 +382,8 @@ class DataFileWriter::Impl {
   absl::Status error_;
   std::unordered_set<std::string> names_;
   DataFilePart part_;
+  // Started by the first tensor written directly (>= 1 MiB).
+  std::unique_ptr<BackgroundHasher> hasher_;
 };
 
 absl::StatusOr<std::unique_ptr<DataFileWriter>> DataFileWriter::Create(
