@@ -46,10 +46,10 @@ struct TrainOptions {
   // Resume from this checkpoint (new checkpoints still go to run_dir).
   std::string resume_from;
   std::string progress = "auto";  // "auto", "bar", "lines", "none"
-  // How a save in the background takes its snapshot of the state: "copy"
-  // (into staging memory) or "fork" (a child process sharing the memory
-  // copy-on-write; checkpoint::SnapshotMode::kFork).
-  std::string snapshot = "copy";
+  // How a save in the background takes its snapshot of the state: "fork"
+  // (a child process sharing the memory copy-on-write;
+  // checkpoint::SnapshotMode::kFork) or "copy" (into staging memory).
+  std::string snapshot = "fork";
   // Stop (saving a checkpoint) once the global step reaches this; <= 0: no
   // limit. For tests and time-boxed jobs.
   int64_t max_steps = 0;

@@ -98,12 +98,12 @@ ABSL_FLAG(std::string, progress, "auto",
 ABSL_FLAG(int64_t, max_steps, 0,
           "Stop after this global step, saving a checkpoint to resume from "
           "(0: no limit).");
-ABSL_FLAG(std::string, snapshot, "copy",
-          "How a background save takes its snapshot: copy (into staging "
-          "memory; the pause grows with the state) or fork (a child process "
-          "shares the memory copy-on-write; a pause of a fork, and extra "
-          "memory only for what training changes while it writes). Several "
-          "processes always copy.");
+ABSL_FLAG(std::string, snapshot, "fork",
+          "How a background save takes its snapshot: fork (a child process "
+          "shares the memory copy-on-write: the pause of a fork, and extra "
+          "memory only for what training changes while it writes) or copy "
+          "(into staging memory: the pause and the memory grow with the "
+          "state). Several processes always copy.");
 ABSL_FLAG(bool, skip_test, false,
           "Do not evaluate the best checkpoint on the test set at the end.");
 

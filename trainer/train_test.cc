@@ -320,8 +320,8 @@ bool WaitForNthSave(const std::string& run_dir, int count, pid_t pid) {
   return false;
 }
 
-// SIGKILL while the third save is being written (by a thread of the
-// process, or with --snapshot=fork by its child, which dies with it).
+// SIGKILL while the third save is being written (by the process's forked
+// child, which dies with it, or with --snapshot=copy by a thread).
 void SigkillDuringTheThirdSave(const std::string& name,
                                const std::vector<std::string>& flags,
                                const std::string& straight_digest) {
@@ -359,17 +359,17 @@ TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
   SigkillDuringTheThirdSave("sigkill", {}, *straight_digest_);
 }
 
-// Saves written by a forked child (copy-on-write snapshots) hold what the
-// copied snapshots hold: the same run ends with the same digest, and a
-// kill mid-save resumes to it.
-TEST_F(TrainTest, ForkedSnapshotsSaveWhatCopiesSave) {
-  const std::string run_dir = TempPath("forked");
+// The default saves are written by a forked child (copy-on-write
+// snapshots); copied snapshots hold the same: the same run ends with the
+// same digest, and a kill mid-save resumes to it.
+TEST_F(TrainTest, CopiedSnapshotsSaveWhatForkedOnesSave) {
+  const std::string run_dir = TempPath("copied");
   Result result = RunTrain(
-      With(SmallRunFlags(run_dir), {"--snapshot=fork", "--save_every_steps=2"}),
-      "forked");
+      With(SmallRunFlags(run_dir), {"--snapshot=copy", "--save_every_steps=2"}),
+      "copied");
   ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
   EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_);
-  SigkillDuringTheThirdSave("sigkill_forked", {"--snapshot=fork"},
+  SigkillDuringTheThirdSave("sigkill_copied", {"--snapshot=copy"},
                             *straight_digest_);
 }
 
