@@ -89,6 +89,16 @@ kill_at_stop_point() {
   kill -KILL "$1"
 }
 
+# wait_for_checkpoint RUN_DIR WHO: waits (up to 30 s) until RUN_DIR/last
+# exists, else fails naming WHO.
+wait_for_checkpoint() {
+  for _ in $(seq 1 600); do
+    [[ -e "$1/last" ]] && return 0
+    sleep 0.05
+  done
+  fail "$2: no checkpoint before the job ended"
+}
+
 # The largest absolute difference `ckpt diff A B` reports (0 when equal);
 # diff exits 1 when the checkpoints differ, which is expected here. The
 # processes' own parts ("rank/<r>/...") exist only in runs of that many.
@@ -169,11 +179,7 @@ for rank in 0 1; do
     >"${work}/term.rank${rank}" 2>&1 &
   pids+=($!)
 done
-for _ in $(seq 1 600); do
-  [[ -e "${work}/term/last" ]] && break
-  sleep 0.05
-done
-[[ -e "${work}/term/last" ]] || fail "no checkpoint before the job ended"
+wait_for_checkpoint "${work}/term" "SIGTERM"
 kill -TERM "${pids[@]}"
 for pid in "${pids[@]}"; do
   status=0
@@ -292,11 +298,7 @@ grep -q "rank 1 of 2 (--nproc), store 127.0.0.1:" "${work}/nproc.log" ||
 "${train}" --nproc=2 --run_dir="${work}/nproc_term" "${common[@]}" \
   --epochs=40 >"${work}/nproc_term.log" 2>&1 &
 launcher=$!
-for _ in $(seq 1 600); do
-  [[ -e "${work}/nproc_term/last" ]] && break
-  sleep 0.05
-done
-[[ -e "${work}/nproc_term/last" ]] || fail "--nproc: no checkpoint before the job ended"
+wait_for_checkpoint "${work}/nproc_term" "--nproc"
 kill -TERM "${launcher}"
 status=0
 wait "${launcher}" || status=$?
