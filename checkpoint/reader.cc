@@ -152,6 +152,72 @@ class CheckpointReader::Impl {
     return CheckBools(own, destination, 0);
   }
 
+  absl::Status ReadTensors(
+      absl::Span<const proto::TensorEntry* const> entries,
+      absl::Span<const absl::Span<char>> destinations) const {
+    if (entries.size() != destinations.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": ", entries.size(), " tensors but ",
+                       destinations.size(), " destinations"));
+    }
+    constexpr uint64_t kRunBytes = uint64_t{1} << 20;
+    std::vector<char> run_buffer;
+    size_t i = 0;
+    while (i < entries.size()) {
+      // The run [i, end): same data file, each entry after the previous
+      // with a gap no larger than the alignment, at most kRunBytes in all.
+      absl::StatusOr<int> first = Resolve(*entries[i]);
+      if (!first.ok()) return first.status();
+      const proto::TensorEntry& head = manifest_.tensors(*first);
+      std::vector<const proto::TensorEntry*> run = {&head};
+      uint64_t run_end = head.offset() + head.size_bytes();
+      size_t end = i + 1;
+      for (; mappings_ == nullptr && end < entries.size(); ++end) {
+        absl::StatusOr<int> next = Resolve(*entries[end]);
+        if (!next.ok()) return next.status();
+        const proto::TensorEntry& own = manifest_.tensors(*next);
+        if (own.data_file() != head.data_file() || own.offset() < run_end ||
+            own.offset() - run_end > manifest_.alignment() ||
+            own.offset() + own.size_bytes() - head.offset() > kRunBytes) {
+          break;
+        }
+        run.push_back(&own);
+        run_end = own.offset() + own.size_bytes();
+      }
+      if (run.size() == 1) {
+        RETURN_IF_ERROR(ReadTensor(head, destinations[i]));
+        i = end;
+        continue;
+      }
+      run_buffer.resize(run_end - head.offset());
+      absl::Status read =
+          PreadFully(fds_[head.data_file()], run_buffer.data(),
+                     run_buffer.size(), head.offset(), DataPath(head));
+      if (!read.ok()) return Annotate(head, read);
+      for (size_t k = 0; k < run.size(); ++k) {
+        const proto::TensorEntry& own = *run[k];
+        const absl::Span<char> destination = destinations[i + k];
+        if (destination.size() != own.size_bytes()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              TensorContext(own), "destination holds ", destination.size(),
+              " bytes, the tensor has ", own.size_bytes()));
+        }
+        if (own.size_bytes() > 0) {
+          std::memcpy(destination.data(),
+                      run_buffer.data() + (own.offset() - head.offset()),
+                      own.size_bytes());
+        }
+        if (options_.verify_checksums) {
+          RETURN_IF_ERROR(CheckChecksum(
+              own, XXH3_64bits(destination.data(), destination.size())));
+        }
+        RETURN_IF_ERROR(CheckBools(own, destination, 0));
+      }
+      i = end;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ReadTensorChunks(
       const proto::TensorEntry& entry, size_t chunk_bytes,
       const std::function<absl::Status(absl::Span<const char>)>& consume,
@@ -618,6 +684,12 @@ const proto::TensorEntry* CheckpointReader::FindTensor(
 absl::Status CheckpointReader::ReadTensor(const proto::TensorEntry& entry,
                                           absl::Span<char> destination) const {
   return impl_->ReadTensor(entry, destination);
+}
+
+absl::Status CheckpointReader::ReadTensors(
+    absl::Span<const proto::TensorEntry* const> entries,
+    absl::Span<const absl::Span<char>> destinations) const {
+  return impl_->ReadTensors(entries, destinations);
 }
 
 absl::Status CheckpointReader::ReadTensorChunks(

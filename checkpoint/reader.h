@@ -68,6 +68,16 @@ class CheckpointReader {
   absl::Status ReadTensor(const proto::TensorEntry& entry,
                           absl::Span<char> destination) const;
 
+  // ReadTensor for several tensors at once: entries that follow each other
+  // closely in one data file (gaps of at most the alignment padding, runs
+  // of at most 1 MiB) are read with one pread per run instead of one per
+  // tensor, which is what loading many small tensors costs. Each
+  // destination is checked like ReadTensor's; the first error names its
+  // tensor.
+  absl::Status ReadTensors(
+      absl::Span<const proto::TensorEntry* const> entries,
+      absl::Span<const absl::Span<char>> destinations) const;
+
   // Streams the tensor's bytes to `consume` in pieces of at most
   // `chunk_bytes` (from the mapping with use_mmap, else through a bounded
   // buffer), so memory stays bounded for any tensor size. With

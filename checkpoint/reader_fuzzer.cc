@@ -6,7 +6,8 @@
 // manifest, the data file). Both
 // files go into a scratch checkpoint directory, which is opened with
 // checksum verification on, in pread mode and in mmap mode; every tensor
-// is read into a bounded buffer, mapped, digested and VerifyAll() runs.
+// is read into a bounded buffer (alone and with ReadTensors), mapped,
+// digested and VerifyAll() runs.
 //
 // Run (see checkpoint/FORMAT.md section 10):
 //   tools/bazel --output_base=/root/.cache/bazel_fuzz run --config=fuzz
@@ -105,6 +106,20 @@ void Exercise(const std::string& path, bool use_mmap) {
       }
     }
   }
+  // Every small tensor at once: ReadTensors reads runs of neighbours with
+  // one call, so the run arithmetic meets hostile offsets too.
+  std::vector<const checkpoint::proto::TensorEntry*> entries;
+  std::vector<std::vector<char>> copies;
+  for (const checkpoint::proto::TensorEntry& entry : r.manifest().tensors()) {
+    if (entry.size_bytes() > kMaxWholeRead) continue;
+    entries.push_back(&entry);
+    copies.emplace_back(entry.size_bytes());
+  }
+  std::vector<absl::Span<char>> destinations;
+  for (std::vector<char>& copy : copies) {
+    destinations.push_back(absl::MakeSpan(copy));
+  }
+  (void)r.ReadTensors(entries, destinations).ok();
   (void)r.VerifyAll().ok();
   (void)checkpoint::TensorDigest(r).ok();
 }

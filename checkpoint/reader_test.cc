@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -144,6 +146,81 @@ TEST_P(ReaderModeTest, ReadTensorChunksStreamsBoundedPieces) {
       *(*reader)->FindTensor("t"), 4096,
       [](absl::Span<const char>) { return absl::CancelledError("enough"); });
   EXPECT_EQ(stop, absl::CancelledError("enough"));
+}
+
+// ReadTensors reads runs of neighbouring tensors with one call each and
+// gives what ReadTensor gives, in any order; a damaged tensor inside a run
+// is named.
+TEST_P(ReaderModeTest, ReadTensorsGivesWhatReadTensorGives) {
+  const std::string path = test_paths::EmptyDir("read_tensors") + "/ckpt";
+  std::vector<TestTensor> tensors = AllDtypeTensors();
+  // A large one in the middle ends one run and starts another.
+  tensors.insert(tensors.begin() + 10,
+                 {"large", proto::UINT8, {3 << 20}, Bytes(3 << 20, 99)});
+  WriteTensors(path, tensors);
+  auto reader = CheckpointReader::Open(path, Options());
+  ASSERT_TRUE(reader.ok()) << reader.status();
+
+  auto read_all = [&](std::vector<const proto::TensorEntry*> entries) {
+    std::vector<std::vector<char>> copies;
+    std::vector<absl::Span<char>> destinations;
+    copies.reserve(entries.size());
+    for (const proto::TensorEntry* entry : entries) {
+      copies.emplace_back(entry->size_bytes());
+      destinations.push_back(absl::MakeSpan(copies.back()));
+    }
+    absl::Status status = (*reader)->ReadTensors(entries, destinations);
+    EXPECT_TRUE(status.ok()) << status;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const auto expected = std::find_if(
+          tensors.begin(), tensors.end(),
+          [&](const TestTensor& t) { return t.name == entries[i]->name(); });
+      ASSERT_NE(expected, tensors.end());
+      EXPECT_EQ(copies[i], expected->bytes) << entries[i]->name();
+    }
+  };
+  std::vector<const proto::TensorEntry*> in_file_order;
+  for (const proto::TensorEntry& entry : (*reader)->manifest().tensors()) {
+    in_file_order.push_back(&entry);
+  }
+  read_all(in_file_order);
+  read_all({in_file_order.rbegin(), in_file_order.rend()});
+
+  std::vector<char> too_small(1);
+  std::vector<absl::Span<char>> wrong = {absl::MakeSpan(too_small)};
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      (*reader)->ReadTensors({in_file_order[0]}, wrong)));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument((*reader)->ReadTensors(in_file_order, {})));
+
+  // One byte of a tensor inside the first run, flipped on disk.
+  const proto::TensorEntry* victim = (*reader)->FindTensor("float64.matrix");
+  ASSERT_NE(victim, nullptr);
+  const std::string data = path + "/data-00000.bin";
+  const uint64_t at = victim->offset() + 1;
+  reader->reset();
+  {
+    FILE* file = std::fopen(data.c_str(), "r+b");
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(std::fseek(file, static_cast<long>(at), SEEK_SET), 0);
+    const int byte = std::fgetc(file);
+    ASSERT_EQ(std::fseek(file, static_cast<long>(at), SEEK_SET), 0);
+    std::fputc(byte ^ 0x40, file);
+    std::fclose(file);
+  }
+  auto damaged = CheckpointReader::Open(path, Options());
+  ASSERT_TRUE(damaged.ok()) << damaged.status();
+  std::vector<const proto::TensorEntry*> entries;
+  std::vector<std::vector<char>> copies;
+  std::vector<absl::Span<char>> destinations;
+  for (const proto::TensorEntry& entry : (*damaged)->manifest().tensors()) {
+    entries.push_back(&entry);
+    copies.emplace_back(entry.size_bytes());
+  }
+  for (auto& copy : copies) destinations.push_back(absl::MakeSpan(copy));
+  absl::Status status = (*damaged)->ReadTensors(entries, destinations);
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("float64.matrix"));
 }
 
 TEST_P(ReaderModeTest, RejectsWrongDestinationAndForeignEntries) {

@@ -347,42 +347,68 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
   const int count = manifest.tensors_size();
   std::vector<torch::Tensor> cpu(count);
   std::vector<absl::Status> errors(count);
-  // Phase 1, in parallel: read (or map) and verify every tensor on CPU.
-  ParallelFor(count, ThreadCount(options.num_threads), [&](size_t i) {
-    const proto::TensorEntry& entry = manifest.tensors(static_cast<int>(i));
-    const std::string context = absl::StrCat("tensor '", entry.name(), "'");
-    try {
-      // The reader validated dtypes already; this guards against a reader
-      // newer than this mapping.
-      std::optional<torch::Dtype> dtype = FromProtoDType(entry.dtype());
-      if (!dtype) {
-        errors[i] = absl::DataLossError(
-            absl::StrCat(context, ": unsupported dtype ", entry.dtype()));
-        return;
+  // Phase 1, in parallel: read (or map) and verify every tensor on CPU, in
+  // batches: a run of small tensors is read with one call (ReadTensors).
+  constexpr int64_t kSmallTensorBytes = int64_t{64} << 10;
+  constexpr int64_t kBatchBytes = int64_t{1} << 20;
+  std::vector<std::pair<int, int>> batches;  // [first, end)
+  for (int i = 0; i < count;) {
+    int end = i + 1;
+    int64_t bytes = manifest.tensors(i).size_bytes();
+    if (!options.use_mmap && bytes < kSmallTensorBytes) {
+      while (end < count &&
+             manifest.tensors(end).size_bytes() < kSmallTensorBytes &&
+             bytes + manifest.tensors(end).size_bytes() <= kBatchBytes) {
+        bytes += manifest.tensors(end).size_bytes();
+        ++end;
       }
-      std::vector<int64_t> shape(entry.shape().begin(), entry.shape().end());
-      const auto cpu_options = torch::TensorOptions().dtype(*dtype);
-      if (options.use_mmap && entry.size_bytes() > 0) {
-        absl::StatusOr<absl::Span<const char>> view =
-            (*reader)->MappedTensor(entry);
-        if (!view.ok()) {
-          errors[i] = Annotate(view.status(), context);
+    }
+    batches.emplace_back(i, end);
+    i = end;
+  }
+  ParallelFor(batches.size(), ThreadCount(options.num_threads), [&](size_t b) {
+    const auto [first, end] = batches[b];
+    std::vector<const proto::TensorEntry*> entries;
+    std::vector<absl::Span<char>> destinations;
+    for (int i = first; i < end; ++i) {
+      const proto::TensorEntry& entry = manifest.tensors(i);
+      const std::string context = absl::StrCat("tensor '", entry.name(), "'");
+      try {
+        // The reader validated dtypes already; this guards against a
+        // reader newer than this mapping.
+        std::optional<torch::Dtype> dtype = FromProtoDType(entry.dtype());
+        if (!dtype) {
+          errors[i] = absl::DataLossError(
+              absl::StrCat(context, ": unsupported dtype ", entry.dtype()));
           return;
         }
-        // The deleter holds the mapping: the view outlives the reader.
-        cpu[i] = torch::from_blob(
-            const_cast<char*>(view->data()), shape, [mapping](void*) {},
-            cpu_options);
-      } else {
-        cpu[i] = torch::empty(shape, cpu_options);
-        errors[i] = Annotate(
-            (*reader)->ReadTensor(
-                entry, absl::Span<char>(static_cast<char*>(cpu[i].data_ptr()),
-                                        cpu[i].nbytes())),
-            context);
+        std::vector<int64_t> shape(entry.shape().begin(), entry.shape().end());
+        const auto cpu_options = torch::TensorOptions().dtype(*dtype);
+        if (options.use_mmap && entry.size_bytes() > 0) {
+          absl::StatusOr<absl::Span<const char>> view =
+              (*reader)->MappedTensor(entry);
+          if (!view.ok()) {
+            errors[i] = Annotate(view.status(), context);
+            return;
+          }
+          // The deleter holds the mapping: the view outlives the reader.
+          cpu[i] = torch::from_blob(
+              const_cast<char*>(view->data()), shape, [mapping](void*) {},
+              cpu_options);
+        } else {
+          cpu[i] = torch::empty(shape, cpu_options);
+          entries.push_back(&entry);
+          destinations.emplace_back(static_cast<char*>(cpu[i].data_ptr()),
+                                    cpu[i].nbytes());
+        }
+      } catch (const std::exception& error) {
+        errors[i] = FromException(context, error);
+        return;
       }
-    } catch (const std::exception& error) {
-      errors[i] = FromException(context, error);
+    }
+    if (!entries.empty()) {
+      // The reader names the tensor in its errors.
+      errors[first] = (*reader)->ReadTensors(entries, destinations);
     }
   });
   std::vector<std::string> names;
