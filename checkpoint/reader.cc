@@ -129,11 +129,7 @@ class CheckpointReader::Impl {
     absl::StatusOr<int> index = Resolve(entry);
     if (!index.ok()) return index.status();
     const proto::TensorEntry& own = manifest_.tensors(*index);
-    if (destination.size() != own.size_bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          TensorContext(own), "destination holds ", destination.size(),
-          " bytes, the tensor has ", own.size_bytes()));
-    }
+    RETURN_IF_ERROR(CheckDestination(own, destination));
     if (own.size_bytes() > 0) {
       if (mappings_ != nullptr) {
         std::memcpy(destination.data(), MappedBytes(own), own.size_bytes());
@@ -144,12 +140,7 @@ class CheckpointReader::Impl {
         if (!status.ok()) return Annotate(own, status);
       }
     }
-    if (options_.verify_checksums) {
-      // Hash the copy the caller gets, not the file: that is what matters.
-      RETURN_IF_ERROR(CheckChecksum(
-          own, XXH3_64bits(destination.data(), destination.size())));
-    }
-    return CheckBools(own, destination, 0);
+    return CheckCopy(own, destination);
   }
 
   absl::Status ReadTensors(
@@ -197,21 +188,13 @@ class CheckpointReader::Impl {
       for (size_t k = 0; k < run.size(); ++k) {
         const proto::TensorEntry& own = *run[k];
         const absl::Span<char> destination = destinations[i + k];
-        if (destination.size() != own.size_bytes()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              TensorContext(own), "destination holds ", destination.size(),
-              " bytes, the tensor has ", own.size_bytes()));
-        }
+        RETURN_IF_ERROR(CheckDestination(own, destination));
         if (own.size_bytes() > 0) {
           std::memcpy(destination.data(),
                       run_buffer.data() + (own.offset() - head.offset()),
                       own.size_bytes());
         }
-        if (options_.verify_checksums) {
-          RETURN_IF_ERROR(CheckChecksum(
-              own, XXH3_64bits(destination.data(), destination.size())));
-        }
-        RETURN_IF_ERROR(CheckBools(own, destination, 0));
+        RETURN_IF_ERROR(CheckCopy(own, destination));
       }
       i = end;
     }
@@ -333,6 +316,25 @@ class CheckpointReader::Impl {
   const char* MappedBytes(const proto::TensorEntry& entry) const {
     const auto& region = mappings_->regions[entry.data_file()];
     return static_cast<const char*>(region.first) + entry.offset();
+  }
+
+  // A destination must hold exactly the tensor's bytes.
+  absl::Status CheckDestination(const proto::TensorEntry& own,
+                                absl::Span<const char> destination) const {
+    if (destination.size() == own.size_bytes()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        TensorContext(own), "destination holds ", destination.size(),
+        " bytes, the tensor has ", own.size_bytes()));
+  }
+
+  // Checks the copy the caller gets, not the file: that is what matters.
+  absl::Status CheckCopy(const proto::TensorEntry& own,
+                         absl::Span<const char> copy) const {
+    if (options_.verify_checksums) {
+      RETURN_IF_ERROR(
+          CheckChecksum(own, XXH3_64bits(copy.data(), copy.size())));
+    }
+    return CheckBools(own, copy, 0);
   }
 
   absl::Status CheckChecksum(const proto::TensorEntry& entry,
