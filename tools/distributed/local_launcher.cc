@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -23,13 +24,27 @@ extern char** environ;
 namespace distributed {
 namespace {
 
-// The variables the launcher sets, and torchrun's agent variables, which
-// would make a process look for an agent that is not there.
-bool SetByLauncher(absl::string_view entry) {
-  for (absl::string_view name :
-       {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE=",
-        "GROUP_RANK=", "MASTER_ADDR=", "MASTER_PORT=", "CKPT_LAUNCHER="}) {
-    if (absl::StartsWith(entry, name)) return true;
+// What process `rank` of the job is told, as torchrun tells it.
+std::vector<std::string> LauncherVariables(int rank, int nproc, int port) {
+  return {absl::StrCat("RANK=", rank),
+          absl::StrCat("LOCAL_RANK=", rank),
+          absl::StrCat("WORLD_SIZE=", nproc),
+          absl::StrCat("LOCAL_WORLD_SIZE=", nproc),
+          "GROUP_RANK=0",
+          "MASTER_ADDR=127.0.0.1",
+          absl::StrCat("MASTER_PORT=", port),
+          "CKPT_LAUNCHER=--nproc"};
+}
+
+// The caller's own values of the launcher's variables, and torchrun's
+// agent variables, which would make a process look for an agent that is
+// not there, are not passed on.
+bool SetByLauncher(absl::string_view entry,
+                   const std::vector<std::string>& variables) {
+  for (absl::string_view variable : variables) {
+    const absl::string_view name_and_equals =
+        variable.substr(0, variable.find('=') + 1);
+    if (absl::StartsWith(entry, name_and_equals)) return true;
   }
   return absl::StartsWith(entry, "TORCHELASTIC_");
 }
@@ -41,7 +56,6 @@ int ExitCode(int status) {
 }
 
 struct Process {
-  int rank;
   pid_t pid;
   bool running = true;
 };
@@ -75,16 +89,11 @@ absl::StatusOr<int> RunLocalJob(const LocalJob& job,
 
   // Everything the children need is built here: between fork and exec a
   // child may only make async-signal-safe calls.
-  std::vector<std::string> shared_env;
+  std::vector<std::string> inherited;
+  const std::vector<std::string> ours = LauncherVariables(0, job.nproc, *port);
   for (char** entry = environ; *entry != nullptr; ++entry) {
-    if (!SetByLauncher(*entry)) shared_env.push_back(*entry);
+    if (!SetByLauncher(*entry, ours)) inherited.push_back(*entry);
   }
-  shared_env.push_back("GROUP_RANK=0");
-  shared_env.push_back("MASTER_ADDR=127.0.0.1");
-  shared_env.push_back(absl::StrCat("MASTER_PORT=", *port));
-  shared_env.push_back(absl::StrCat("WORLD_SIZE=", job.nproc));
-  shared_env.push_back(absl::StrCat("LOCAL_WORLD_SIZE=", job.nproc));
-  shared_env.push_back("CKPT_LAUNCHER=--nproc");
   std::vector<char*> argv;
   for (const std::string& arg : job.argv) {
     argv.push_back(const_cast<char*>(arg.c_str()));
@@ -94,9 +103,10 @@ absl::StatusOr<int> RunLocalJob(const LocalJob& job,
 
   std::vector<Process> processes;
   for (int rank = 0; rank < job.nproc; ++rank) {
-    std::vector<std::string> env_strings = shared_env;
-    env_strings.push_back(absl::StrCat("RANK=", rank));
-    env_strings.push_back(absl::StrCat("LOCAL_RANK=", rank));
+    std::vector<std::string> env_strings = inherited;
+    for (std::string& variable : LauncherVariables(rank, job.nproc, *port)) {
+      env_strings.push_back(std::move(variable));
+    }
     std::vector<char*> envp;
     for (std::string& entry : env_strings) envp.push_back(entry.data());
     envp.push_back(nullptr);
@@ -125,7 +135,7 @@ absl::StatusOr<int> RunLocalJob(const LocalJob& job,
       (void)!::write(STDERR_FILENO, "\n", 1);
       ::_exit(127);
     }
-    processes.push_back({rank, pid});
+    processes.push_back({pid});
   }
 
   int running = job.nproc;
