@@ -134,8 +134,8 @@ void ParallelFor(size_t count, int threads,
   for (std::thread& thread : pool) thread.join();
 }
 
-// Writes every tensor of `tensors` through `add` (a CheckpointWriter's or
-// a DataFileWriter's AddTensor), one staging copy alive at a time.
+// Writes every tensor of `tensors` through `writer` (a CheckpointWriter or
+// a DataFileWriter), one staging copy alive at a time.
 template <typename Writer>
 absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer) {
   torch::NoGradGuard no_grad;

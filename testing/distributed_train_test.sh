@@ -89,6 +89,52 @@ kill_at_stop_point() {
   kill -KILL "$1"
 }
 
+# kill_rank_mid_save NAME VICTIM POINT: a 2-process job in WORK/NAME whose
+# rank VICTIM stops itself at CKPT_STOP_AT=POINT and is SIGKILLed there.
+# The other rank must exit 1 with one error line, and `last` must be the
+# first save (step 3) and verify.
+kill_rank_mid_save() {
+  local name="$1" victim="$2" point="$3" port rank status=0
+  local pids=()
+  port="$(free_port)"
+  for rank in 0 1; do
+    if [[ "${rank}" == "${victim}" ]]; then
+      RANK="${rank}" WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+        CKPT_STOP_AT="${point}" \
+        "${train}" --run_dir="${work}/${name}" "${common[@]}" \
+        >"${work}/${name}.rank${rank}" 2>&1 &
+    else
+      RANK="${rank}" WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
+        "${train}" --run_dir="${work}/${name}" "${common[@]}" \
+        --dist_timeout_s=10 >"${work}/${name}.rank${rank}" 2>&1 &
+    fi
+    pids+=($!)
+  done
+  local survivor=$((1 - victim))
+  kill_at_stop_point "${pids[victim]}" "rank ${victim}"
+  wait "${pids[victim]}" || true
+  wait "${pids[survivor]}" || status=$?
+  [[ "${status}" == 1 ]] || fail "rank ${survivor} exited ${status}, not 1"
+  [[ "$(grep -c "error" "${work}/${name}.rank${survivor}")" == 1 ]] ||
+    fail "rank ${survivor} did not fail with one line: $(cat "${work}/${name}.rank${survivor}")"
+  cat "${work}/${name}.rank${survivor}"
+  "${ckpt}" verify "${work}/${name}/last" >/dev/null ||
+    fail "the last committed checkpoint does not verify"
+  [[ "$(readlink "${work}/${name}/last")" == epoch=0000-step=000003* ]] ||
+    fail "last is $(readlink "${work}/${name}/last"), not step 3"
+}
+
+# resume_to_uninterrupted NAME: resumes WORK/NAME with 2 processes; it must
+# end where the uninterrupted run ends and leave no temporaries.
+resume_to_uninterrupted() {
+  job 2 "$1_resumed" --run_dir="${work}/$1" --resume ||
+    fail "resume after the kill"
+  [[ -z "$(ls -A "${work}/$1" | grep '^\.tmp-')" ]] ||
+    fail "temporaries left: $(ls -A "${work}/$1")"
+  [[ "$("${ckpt}" digest "${work}/$1/last")" == "${uninterrupted}" ]] ||
+    fail "the run resumed after the kill does not end where the uninterrupted one does"
+}
+
 # wait_for_checkpoint RUN_DIR WHO: waits (up to 30 s) until RUN_DIR/last
 # exists, else fails naming WHO.
 wait_for_checkpoint() {
@@ -198,69 +244,17 @@ job 2 term_straight --run_dir="${work}/term_straight" --epochs=40 ||
 echo "== rank 0 SIGKILLed in the middle of its second save"
 # CKPT_STOP_AT stops rank 0 (SIGSTOP) once the second checkpoint's data is
 # written and before its manifest: a deterministic point inside the save.
-port="$(free_port)"
-RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
-  CKPT_STOP_AT=writer.data_written:2 \
-  "${train}" --run_dir="${work}/killed" "${common[@]}" \
-  >"${work}/killed.rank0" 2>&1 &
-leader=$!
-RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
-  "${train}" --run_dir="${work}/killed" "${common[@]}" --dist_timeout_s=10 \
-  >"${work}/killed.rank1" 2>&1 &
-follower=$!
-kill_at_stop_point "${leader}" "rank 0"
-wait "${leader}" || true
-status=0
-wait "${follower}" || status=$?
-[[ "${status}" == 1 ]] || fail "rank 1 exited ${status}, not 1"
-[[ "$(grep -c "error" "${work}/killed.rank1")" == 1 ]] ||
-  fail "rank 1 did not fail with one line: $(cat "${work}/killed.rank1")"
-cat "${work}/killed.rank1"
-"${ckpt}" verify "${work}/killed/last" >/dev/null ||
-  fail "the last committed checkpoint does not verify"
-[[ "$(readlink "${work}/killed/last")" == epoch=0000-step=000003* ]] ||
-  fail "last is $(readlink "${work}/killed/last"), not step 3"
-job 2 killed_resumed --run_dir="${work}/killed" --resume ||
-  fail "resume after the kill"
-[[ -z "$(ls -A "${work}/killed" | grep '^\.tmp-')" ]] ||
-  fail "temporaries left: $(ls -A "${work}/killed")"
-[[ "$("${ckpt}" digest "${work}/killed/last")" == "${uninterrupted}" ]] ||
-  fail "the run resumed after the kill does not end where the uninterrupted one does"
+kill_rank_mid_save killed 0 writer.data_written:2
+resume_to_uninterrupted killed
 
 echo "== rank 1 SIGKILLed after writing its part of the second save"
 # Its part is written and fsync'ed, not yet reported: rank 0 must not
 # commit that checkpoint, must exit 1 with one line, and `last` stays the
 # first save.
-port="$(free_port)"
-RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
-  "${train}" --run_dir="${work}/part_killed" "${common[@]}" \
-  --dist_timeout_s=10 >"${work}/part_killed.rank0" 2>&1 &
-leader=$!
-RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="${port}" \
-  CKPT_STOP_AT=writer.part_written:2 \
-  "${train}" --run_dir="${work}/part_killed" "${common[@]}" \
-  >"${work}/part_killed.rank1" 2>&1 &
-follower=$!
-kill_at_stop_point "${follower}" "rank 1"
-wait "${follower}" || true
-status=0
-wait "${leader}" || status=$?
-[[ "${status}" == 1 ]] || fail "rank 0 exited ${status}, not 1"
-[[ "$(grep -c "error" "${work}/part_killed.rank0")" == 1 ]] ||
-  fail "rank 0 did not fail with one line: $(cat "${work}/part_killed.rank0")"
-cat "${work}/part_killed.rank0"
-[[ "$(readlink "${work}/part_killed/last")" == epoch=0000-step=000003* ]] ||
-  fail "last is $(readlink "${work}/part_killed/last"), not step 3"
+kill_rank_mid_save part_killed 1 writer.part_written:2
 [[ -z "$(ls "${work}/part_killed" | grep step=000006)" ]] ||
   fail "the save without rank 1's part was committed"
-"${ckpt}" verify "${work}/part_killed/last" >/dev/null ||
-  fail "the last committed checkpoint does not verify"
-job 2 part_killed_resumed --run_dir="${work}/part_killed" --resume ||
-  fail "resume after the kill"
-[[ "$("${ckpt}" digest "${work}/part_killed/last")" == "${uninterrupted}" ]] ||
-  fail "the run resumed after the kill does not end where the uninterrupted one does"
-[[ -z "$(ls -A "${work}/part_killed" | grep '^\.tmp-')" ]] ||
-  fail "temporaries left: $(ls -A "${work}/part_killed")"
+resume_to_uninterrupted part_killed
 
 echo "== resumed with another world size"
 job 2 other --run_dir="${work}/other" --max_steps=7 || fail "2 processes"
