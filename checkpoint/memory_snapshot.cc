@@ -1,0 +1,396 @@
+#include "checkpoint/memory_snapshot.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+// Linux 6.4: protection reaches pages never touched yet. Without it, the
+// first write to such a page would not fault and the snapshot would miss it.
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
+namespace checkpoint {
+namespace {
+
+// A write fault copies and releases this many pages around the one
+// written, so that rewriting a large tensor costs one round trip per
+// 256 KiB instead of one per page.
+constexpr size_t kPagesPerFault = 64;
+
+size_t PageSize() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+absl::Status Unavailable(absl::string_view what, int error) {
+  return absl::UnavailableError(absl::StrCat(
+      "memory snapshot: ", what, ": ", std::strerror(error)));
+}
+
+// Sets or clears write protection; clearing wakes the threads waiting on
+// those pages.
+bool Protect(int uffd, uintptr_t start, size_t length, bool on) {
+  struct uffdio_writeprotect protect = {};
+  protect.range.start = start;
+  protect.range.len = length;
+  protect.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+  while (ioctl(uffd, UFFDIO_WRITEPROTECT, &protect) != 0) {
+    if (errno != EINTR && errno != EAGAIN) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// Page runs, per-page bookkeeping and the copies, all in mmap'd memory of
+// their own so that neither the fault server nor a Read holding the mutex
+// can touch a protected page.
+struct MemorySnapshot::State {
+  struct Run {
+    uintptr_t start;    // page-aligned
+    size_t pages;
+    size_t first_page;  // index of its first page in the arrays below
+  };
+
+  std::mutex mutex;
+  int uffd = -1;
+  int stop_fd = -1;
+  size_t page_size = 0;
+  size_t run_count = 0;
+  size_t registered_runs = 0;
+  size_t protected_runs = 0;
+  Run* runs = nullptr;
+  size_t page_count = 0;
+  uint32_t* unread = nullptr;  // bytes of ranges on the page not yet read
+  uint8_t* copied = nullptr;   // 1: the page's copy is in `copies`
+  char* copies = nullptr;      // page_count pages, touched only when copied
+  size_t control_bytes = 0;    // the mapping this State lives at the start of
+  std::atomic<size_t> copied_pages{0};
+
+  // The run holding `address`, or null.
+  const Run* Find(uintptr_t address) const {
+    const Run* end = runs + run_count;
+    const Run* after = std::upper_bound(
+        static_cast<const Run*>(runs), end, address,
+        [](uintptr_t a, const Run& run) { return a < run.start; });
+    if (after == runs) return nullptr;
+    const Run* run = after - 1;
+    return address < run->start + run->pages * page_size ? run : nullptr;
+  }
+
+  char* CopyOf(size_t page) { return copies + page * page_size; }
+
+  // The fault server's reply to a write at `address`: copy the pages of
+  // its block still needed, then let writes through (and wake the writer).
+  void ServeWrite(uintptr_t address) {
+    const uintptr_t page_address = address & ~(page_size - 1);
+    const Run* run = Find(page_address);
+    if (run == nullptr) {
+      Protect(uffd, page_address, page_size, false);
+      return;
+    }
+    const size_t index = (page_address - run->start) / page_size;
+    const size_t first = index / kPagesPerFault * kPagesPerFault;
+    const size_t last = std::min(first + kPagesPerFault, run->pages);
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (size_t i = first; i < last; ++i) {
+        const size_t page = run->first_page + i;
+        if (unread[page] == 0 || copied[page]) continue;
+        std::memcpy(CopyOf(page),
+                    reinterpret_cast<const char*>(run->start + i * page_size),
+                    page_size);
+        copied[page] = 1;
+        copied_pages.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    Protect(uffd, run->start + first * page_size, (last - first) * page_size,
+            false);
+  }
+
+  void Serve() {
+    struct pollfd fds[2] = {{uffd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    struct uffd_msg messages[16];
+    for (;;) {
+      if (poll(fds, 2, -1) < 0) continue;  // EINTR
+      if (fds[1].revents != 0) return;
+      const ssize_t got = read(uffd, messages, sizeof(messages));
+      if (got <= 0) continue;  // EAGAIN: another wakeup took it
+      for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg);
+           ++i) {
+        if (messages[i].event == UFFD_EVENT_PAGEFAULT) {
+          ServeWrite(messages[i].arg.pagefault.address);
+        }
+      }
+    }
+  }
+};
+
+absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
+    absl::Span<const Range> ranges) {
+  const size_t page_size = PageSize();
+  // Page-rounded spans, sorted and merged into runs.
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
+  spans.reserve(ranges.size());
+  for (const Range& range : ranges) {
+    if (range.size == 0) continue;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(range.data);
+    spans.emplace_back(begin & ~(page_size - 1),
+                       (begin + range.size + page_size - 1) & ~(page_size - 1));
+  }
+  std::sort(spans.begin(), spans.end());
+  std::vector<State::Run> runs;
+  size_t page_count = 0;
+  for (const auto& [begin, end] : spans) {
+    if (!runs.empty() &&
+        begin <= runs.back().start + runs.back().pages * page_size) {
+      State::Run& run = runs.back();
+      const uintptr_t run_end =
+          std::max<uintptr_t>(run.start + run.pages * page_size, end);
+      const size_t pages = (run_end - run.start) / page_size;
+      page_count += pages - run.pages;
+      run.pages = pages;
+    } else {
+      runs.push_back({begin, (end - begin) / page_size, page_count});
+      page_count += runs.back().pages;
+    }
+  }
+
+  // The State, its runs and its per-page arrays in one mapping.
+  const size_t runs_offset =
+      (sizeof(State) + alignof(State::Run) - 1) / alignof(State::Run) *
+      alignof(State::Run);
+  const size_t unread_offset = runs_offset + runs.size() * sizeof(State::Run);
+  const size_t copied_offset = unread_offset + page_count * sizeof(uint32_t);
+  const size_t control_bytes = copied_offset + page_count;
+  void* control = mmap(nullptr, control_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (control == MAP_FAILED) return Unavailable("mmap", errno);
+  State* state = new (control) State;
+  char* base = static_cast<char*>(control);
+  state->control_bytes = control_bytes;
+  state->page_size = page_size;
+  state->run_count = runs.size();
+  state->runs = reinterpret_cast<State::Run*>(base + runs_offset);
+  std::copy(runs.begin(), runs.end(), state->runs);
+  state->page_count = page_count;
+  state->unread = reinterpret_cast<uint32_t*>(base + unread_offset);
+  state->copied = reinterpret_cast<uint8_t*>(base + copied_offset);
+  // From here on the destructor cleans up whatever was set up.
+  std::unique_ptr<MemorySnapshot> snapshot(new MemorySnapshot(state));
+  for (const Range& range : ranges) {
+    if (range.size == 0) continue;
+    uintptr_t at = reinterpret_cast<uintptr_t>(range.data);
+    const uintptr_t end = at + range.size;
+    const State::Run* run = state->Find(at);
+    while (at < end) {
+      const uintptr_t page_end = (at & ~(page_size - 1)) + page_size;
+      const uintptr_t piece_end = std::min(end, page_end);
+      state->unread[run->first_page + (at - run->start) / page_size] +=
+          static_cast<uint32_t>(piece_end - at);
+      at = piece_end;
+    }
+  }
+  if (page_count == 0) return snapshot;
+
+  state->copies = static_cast<char*>(
+      mmap(nullptr, page_count * page_size, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (state->copies == MAP_FAILED) {
+    state->copies = nullptr;
+    return Unavailable("mmap", errno);
+  }
+  int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (uffd < 0 && errno == EPERM) {
+    const int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (device >= 0) {
+      uffd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+      close(device);
+    } else {
+      errno = EPERM;
+    }
+  }
+  if (uffd < 0) return Unavailable("userfaultfd", errno);
+  state->uffd = uffd;
+  struct uffdio_api api = {};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED;
+  if (ioctl(uffd, UFFDIO_API, &api) != 0) {
+    return Unavailable("userfaultfd write protection (Linux >= 6.4)", errno);
+  }
+  state->stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (state->stop_fd < 0) return Unavailable("eventfd", errno);
+  for (size_t i = 0; i < state->run_count; ++i) {
+    struct uffdio_register registration = {};
+    registration.range.start = state->runs[i].start;
+    registration.range.len = state->runs[i].pages * page_size;
+    registration.mode = UFFDIO_REGISTER_MODE_WP;
+    if (ioctl(uffd, UFFDIO_REGISTER, &registration) != 0) {
+      return Unavailable(
+          absl::StrCat("watching ", state->runs[i].pages * page_size,
+                       " bytes at 0x", absl::Hex(state->runs[i].start)),
+          errno);
+    }
+    state->registered_runs = i + 1;
+    if ((registration.ioctls & (uint64_t{1} << _UFFDIO_WRITEPROTECT)) == 0) {
+      return Unavailable("write protection of this memory", EOPNOTSUPP);
+    }
+  }
+  // The server runs before the first page is protected: a write must never
+  // wait for nobody.
+  snapshot->server_ = std::thread([state] { state->Serve(); });
+  for (size_t i = 0; i < state->run_count; ++i) {
+    if (!Protect(uffd, state->runs[i].start, state->runs[i].pages * page_size,
+                 true)) {
+      return Unavailable("write-protecting memory", errno);
+    }
+    state->protected_runs = i + 1;
+  }
+  return snapshot;
+}
+
+MemorySnapshot::MemorySnapshot(State* state) : state_(state) {}
+
+MemorySnapshot::~MemorySnapshot() {
+  State& state = *state_;
+  const size_t page_size = state.page_size;
+  // Unprotect first, while the server still answers; then nothing can
+  // fault, and the server may stop.
+  for (size_t i = 0; i < state.protected_runs; ++i) {
+    Protect(state.uffd, state.runs[i].start, state.runs[i].pages * page_size,
+            false);
+  }
+  if (server_.joinable()) {
+    const uint64_t one = 1;
+    while (write(state.stop_fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
+    server_.join();
+  }
+  for (size_t i = 0; i < state.registered_runs; ++i) {
+    struct uffdio_range range = {state.runs[i].start,
+                                 state.runs[i].pages * page_size};
+    (void)ioctl(state.uffd, UFFDIO_UNREGISTER, &range);
+  }
+  if (state.uffd >= 0) close(state.uffd);
+  if (state.stop_fd >= 0) close(state.stop_fd);
+  if (state.copies != nullptr) munmap(state.copies, state.page_count * page_size);
+  const size_t control_bytes = state.control_bytes;
+  state.~State();
+  munmap(state_, control_bytes);
+}
+
+absl::Status MemorySnapshot::Read(const char* address, absl::Span<char> out) {
+  State& state = *state_;
+  const size_t page_size = state.page_size;
+  if (out.empty()) return absl::OkStatus();
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(address);
+  const uintptr_t end = begin + out.size();
+  const State::Run* run = state.Find(begin);
+  if (run == nullptr || end < begin ||
+      end > run->start + run->pages * page_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory snapshot: ", out.size(), " bytes at 0x", absl::Hex(begin),
+        " are not within one protected run"));
+  }
+  const size_t first = (begin - run->start) / page_size;
+  const size_t last = (end - 1 - run->start) / page_size + 1;
+  // The piece of page i within [begin, end).
+  auto piece = [&](size_t i) {
+    const uintptr_t page_begin = run->start + i * page_size;
+    const uintptr_t from = std::max(begin, page_begin);
+    const uintptr_t to = std::min(end, page_begin + page_size);
+    return std::make_pair(from, to);
+  };
+  // Pages already copied are read from their copy; the others from where
+  // they are, which is stable while they stay protected. A page copied
+  // (and so released) while we read it is read again from its copy.
+  //
+  // Nothing is allocated or written outside the State while the mutex is
+  // held: such a write could fault, and the fault server needs the mutex.
+  // `flags` is written (and so unprotected, if it had to be) before.
+  enum : uint8_t { kWasCopied = 1, kReread = 2, kReleased = 4 };
+  std::vector<uint8_t> flags(last - first, 0);
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    for (size_t i = first; i < last; ++i) {
+      if (state.copied[run->first_page + i]) flags[i - first] = kWasCopied;
+    }
+  }
+  auto copy_piece = [&](size_t i, bool from_copy) {
+    const auto [from, to] = piece(i);
+    const char* source =
+        from_copy ? state.CopyOf(run->first_page + i) + (from & (page_size - 1))
+                  : reinterpret_cast<const char*>(from);
+    std::memcpy(out.data() + (from - begin), source, to - from);
+  };
+  for (size_t i = first; i < last; ++i) {
+    copy_piece(i, flags[i - first] & kWasCopied);
+  }
+  size_t overread = last;  // a page read more often than allowed
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    for (size_t i = first; i < last; ++i) {
+      const size_t page = run->first_page + i;
+      uint8_t& flag = flags[i - first];
+      if (!(flag & kWasCopied) && state.copied[page]) flag |= kReread;
+      const auto [from, to] = piece(i);
+      if (state.unread[page] < to - from) {
+        overread = i;
+        continue;
+      }
+      state.unread[page] -= static_cast<uint32_t>(to - from);
+      if (state.unread[page] == 0 && !state.copied[page]) flag |= kReleased;
+    }
+  }
+  // Copies never change once made.
+  for (size_t i = first; i < last; ++i) {
+    if (flags[i - first] & kReread) copy_piece(i, true);
+  }
+  for (size_t i = first; i < last;) {
+    if (!(flags[i - first] & kReleased)) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < last && (flags[j - first] & kReleased)) ++j;
+    Protect(state.uffd, run->start + i * page_size, (j - i) * page_size,
+            false);
+    i = j;
+  }
+  if (overread != last) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "memory snapshot: the page at 0x",
+        absl::Hex(run->start + overread * page_size),
+        " was read more than once"));
+  }
+  return absl::OkStatus();
+}
+
+size_t MemorySnapshot::protected_bytes() const {
+  return state_->page_count * state_->page_size;
+}
+
+size_t MemorySnapshot::copied_bytes() const {
+  return state_->copied_pages.load(std::memory_order_relaxed) *
+         state_->page_size;
+}
+
+}  // namespace checkpoint

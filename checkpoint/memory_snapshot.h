@@ -1,0 +1,88 @@
+// A snapshot of ranges of this process's memory, taken without copying
+// them: the kernel write-protects their pages (userfaultfd), and a page is
+// copied aside only when some thread is about to write to it. Read()
+// returns the bytes as they were when Take() returned, whatever was written
+// since. AsyncCheckpointSaver uses it (SnapshotMode::kWriteProtect): the
+// caller's pause is a page-table update, and the extra memory is the pages
+// the caller writes while the save runs.
+//
+// Example:
+//   std::vector<MemorySnapshot::Range> ranges = {{data, size}};
+//   absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+//       MemorySnapshot::Take(ranges);
+//   if (!snapshot.ok()) return snapshot.status();  // e.g. kUnavailable
+//   ...  // any thread may now write to `data`
+//   std::vector<char> copy(size);
+//   absl::Status read = (*snapshot)->Read(data, absl::MakeSpan(copy));
+//
+// How it behaves:
+//   - A thread that writes to a protected page waits (in the kernel) until
+//     the snapshot's own thread has copied the page and the 63 after it,
+//     then goes on: a round trip of some microseconds per 256 KiB written.
+//   - Each byte is meant to be read once. A page is unprotected as soon as
+//     every byte of every range on it has been read, so that writes to it
+//     no longer wait; the destructor unprotects the rest.
+//   - Memory that is not anonymous and private (a file mapping, a mapping
+//     already watched by another snapshot), a kernel before 6.4, or a
+//     process without the right to use userfaultfd (root, CAP_SYS_PTRACE,
+//     vm.unprivileged_userfaultfd=1, or access to /dev/userfaultfd) give
+//     kUnavailable, and nothing is left protected.
+//
+// What the caller must not do while a snapshot lives: free or unmap the
+// memory of its ranges (keep the tensors alive), write to them by DMA (a
+// device copy into pinned memory does not fault, so it is not seen), or
+// take a snapshot of the same pages in another MemorySnapshot
+// (kUnavailable). Read() is thread-safe; Take() and the destructor are
+// not to be run concurrently with Read().
+#ifndef CHECKPOINT_MEMORY_SNAPSHOT_H_
+#define CHECKPOINT_MEMORY_SNAPSHOT_H_
+
+#include <cstddef>
+#include <memory>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace checkpoint {
+
+class MemorySnapshot {
+ public:
+  struct Range {
+    const char* data;
+    size_t size;
+  };
+
+  // Protects every page that holds a byte of `ranges` (overlapping ranges
+  // are fine; empty ones are ignored).
+  static absl::StatusOr<std::unique_ptr<MemorySnapshot>> Take(
+      absl::Span<const Range> ranges);
+
+  // Unprotects every page still protected and frees the copies.
+  ~MemorySnapshot();
+  MemorySnapshot(const MemorySnapshot&) = delete;
+  MemorySnapshot& operator=(const MemorySnapshot&) = delete;
+
+  // Copies out.size() bytes from `address` as they were at Take. They must
+  // lie within one page run of the snapshot (any range passed to Take
+  // qualifies): kInvalidArgument otherwise. kFailedPrecondition if a page
+  // is read more often than its ranges' bytes allow.
+  absl::Status Read(const char* address, absl::Span<char> out);
+
+  // Bytes protected by Take, and bytes copied aside so far.
+  size_t protected_bytes() const;
+  size_t copied_bytes() const;
+
+ private:
+  struct State;
+  explicit MemorySnapshot(State* state);
+  // Lives in memory of its own (mmap), never in a protected page: the
+  // thread that serves faults must never fault itself.
+  State* state_;
+  std::thread server_;
+};
+
+}  // namespace checkpoint
+
+#endif  // CHECKPOINT_MEMORY_SNAPSHOT_H_

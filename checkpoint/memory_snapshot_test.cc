@@ -1,0 +1,223 @@
+#include "checkpoint/memory_snapshot.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gtest/gtest.h"
+#include "testing/test_paths.h"
+
+namespace checkpoint {
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+std::vector<char> Pattern(size_t size, uint32_t seed) {
+  std::vector<char> bytes(size);
+  uint32_t x = seed * 2654435761u + 1;
+  for (char& byte : bytes) {
+    x = x * 1664525u + 1013904223u;
+    byte = static_cast<char>(x >> 24);
+  }
+  return bytes;
+}
+
+// Takes a snapshot or skips where this process may not use userfaultfd.
+std::unique_ptr<MemorySnapshot> TakeOrSkip(
+    const std::vector<MemorySnapshot::Range>& ranges) {
+  absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+      MemorySnapshot::Take(ranges);
+  if (absl::IsUnavailable(snapshot.status()) && geteuid() != 0) {
+    return nullptr;
+  }
+  EXPECT_TRUE(snapshot.ok()) << snapshot.status();
+  return snapshot.ok() ? *std::move(snapshot) : nullptr;
+}
+
+#define TAKE_OR_SKIP(var, ranges)                                 \
+  std::unique_ptr<MemorySnapshot> var = TakeOrSkip(ranges);       \
+  if (var == nullptr) {                                           \
+    if (HasFailure()) return;                                     \
+    GTEST_SKIP() << "userfaultfd is not permitted to this user";  \
+  }
+
+std::vector<char> ReadAll(MemorySnapshot& snapshot, const char* data,
+                          size_t size, size_t chunk) {
+  std::vector<char> out(size);
+  for (size_t done = 0; done < size; done += chunk) {
+    const size_t n = std::min(chunk, size - done);
+    absl::Status read =
+        snapshot.Read(data + done, absl::MakeSpan(out.data() + done, n));
+    EXPECT_TRUE(read.ok()) << read;
+  }
+  return out;
+}
+
+TEST(MemorySnapshotTest, KeepsTheBytesOfTakeWhileThreadsRewriteThem) {
+  const std::vector<char> original = Pattern(8 * kMiB, 1);
+  std::vector<char> memory = original;
+  const std::vector<char> changed = Pattern(memory.size(), 2);
+  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
+                             {memory.data(), memory.size()}}));
+  // Two threads rewrite every byte, each half in turn.
+  std::vector<std::thread> writers;
+  for (size_t half = 0; half < 2; ++half) {
+    writers.emplace_back([&, half] {
+      const size_t begin = half * memory.size() / 2;
+      std::memcpy(memory.data() + begin, changed.data() + begin,
+                  memory.size() / 2);
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  EXPECT_EQ(memory, changed);
+  EXPECT_GE(snapshot->copied_bytes(), memory.size() - 2 * 4096);
+  EXPECT_TRUE(ReadAll(*snapshot, memory.data(), memory.size(), kMiB + 17) ==
+              original);
+}
+
+TEST(MemorySnapshotTest, PagesAlreadyReadAreWrittenWithoutACopy) {
+  const std::vector<char> original = Pattern(4 * kMiB, 3);
+  // Page-aligned, so that no page holds anything but these bytes.
+  char* memory = static_cast<char*>(
+      mmap(nullptr, original.size(), PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(memory, MAP_FAILED);
+  std::memcpy(memory, original.data(), original.size());
+  {
+    TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
+                               {memory, original.size()}}));
+    EXPECT_EQ(snapshot->protected_bytes(), original.size());
+    EXPECT_TRUE(ReadAll(*snapshot, memory, original.size(), kMiB) ==
+                original);
+    std::memset(memory, 7, original.size());
+    EXPECT_EQ(snapshot->copied_bytes(), 0u);
+  }
+  EXPECT_EQ(memory[original.size() - 1], 7);
+  munmap(memory, original.size());
+}
+
+TEST(MemorySnapshotTest, ManySmallHeapBlocksWithMallocChurnAround) {
+  constexpr int kCount = 20000;
+  std::vector<std::unique_ptr<char[]>> blocks(kCount);
+  std::vector<MemorySnapshot::Range> ranges;
+  const std::vector<char> original = Pattern(kCount * size_t{1000}, 4);
+  for (int i = 0; i < kCount; ++i) {
+    blocks[i].reset(new char[1000]);
+    std::memcpy(blocks[i].get(), original.data() + i * 1000, 1000);
+    ranges.push_back({blocks[i].get(), 1000});
+  }
+  TAKE_OR_SKIP(snapshot, ranges);
+  // Every block rewritten, and the heap around them churned, on another
+  // thread; writes to the heap's protected pages (malloc's own headers)
+  // must go through too.
+  std::thread writer([&] {
+    std::vector<std::string> churn;
+    for (int i = 0; i < kCount; ++i) {
+      std::memset(blocks[i].get(), i & 0x7f, 1000);
+      churn.emplace_back(200, 'x');
+      if (i % 3 == 0) churn.pop_back();
+    }
+  });
+  writer.join();
+  for (int i = 0; i < kCount; ++i) {
+    std::vector<char> out(1000);
+    ASSERT_TRUE(snapshot->Read(blocks[i].get(), absl::MakeSpan(out)).ok());
+    ASSERT_EQ(0, std::memcmp(out.data(), original.data() + i * 1000, 1000))
+        << "block " << i;
+    ASSERT_EQ(blocks[i][999], static_cast<char>(i & 0x7f));
+  }
+}
+
+TEST(MemorySnapshotTest, ReadsWhileAnotherThreadWrites) {
+  const std::vector<char> original = Pattern(16 * kMiB, 5);
+  std::vector<char> memory = original;
+  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
+                             {memory.data(), memory.size()}}));
+  // The writer starts from the end, the reader from the start: they cross.
+  std::thread writer([&] {
+    for (size_t at = memory.size(); at >= 4096; at -= 4096) {
+      memory[at - 1] = static_cast<char>(~memory[at - 1]);
+      memory[at - 4096] = static_cast<char>(~memory[at - 4096]);
+    }
+  });
+  const std::vector<char> read =
+      ReadAll(*snapshot, memory.data(), memory.size(), 64 * 1024);
+  writer.join();
+  EXPECT_TRUE(read == original);
+}
+
+TEST(MemorySnapshotTest, UntouchedPagesReadAsZeros) {
+  const size_t size = 2 * kMiB;
+  char* memory = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(memory, MAP_FAILED);
+  {
+    TAKE_OR_SKIP(snapshot,
+                 (std::vector<MemorySnapshot::Range>{{memory, size}}));
+    std::thread([&] { std::memset(memory, 1, size); }).join();
+    EXPECT_TRUE(ReadAll(*snapshot, memory, size, kMiB) ==
+                std::vector<char>(size, 0));
+  }
+  munmap(memory, size);
+}
+
+TEST(MemorySnapshotTest, UnreadPagesAreReleasedByTheDestructor) {
+  std::vector<char> memory = Pattern(kMiB, 6);
+  {
+    TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
+                               {memory.data(), memory.size()}}));
+  }
+  // Would wait forever on a page left protected (the test times out).
+  std::thread([&] { std::memset(memory.data(), 9, memory.size()); }).join();
+  EXPECT_EQ(memory[kMiB / 2], 9);
+}
+
+TEST(MemorySnapshotTest, RefusesReadsOutsideOrTwice) {
+  std::vector<char> memory = Pattern(kMiB, 7);
+  std::vector<char> other(4096);
+  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
+                             {memory.data() + 8192, 8192}}));
+  std::vector<char> out(4096);
+  EXPECT_EQ(snapshot->Read(other.data(), absl::MakeSpan(out)).code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<char> too_long(kMiB);
+  EXPECT_EQ(snapshot->Read(memory.data() + 8192, absl::MakeSpan(too_long))
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(MemorySnapshotTest, FileMappingsAreUnavailableAndLeftWritable) {
+  const std::string path = test_paths::TempPath("mapped");
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, kMiB), 0);
+  char* mapped = static_cast<char*>(
+      mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0));
+  close(fd);
+  ASSERT_NE(mapped, MAP_FAILED);
+  std::vector<char> heap(kMiB, 1);
+  absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+      MemorySnapshot::Take({{heap.data(), heap.size()}, {mapped, kMiB}});
+  EXPECT_EQ(snapshot.status().code(), absl::StatusCode::kUnavailable)
+      << snapshot.status();
+  std::thread([&] {
+    std::memset(mapped, 2, kMiB);
+    std::memset(heap.data(), 2, heap.size());
+  }).join();
+  EXPECT_EQ(heap[0], 2);
+  munmap(mapped, kMiB);
+}
+
+}  // namespace
+}  // namespace checkpoint
