@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/extensions.h"
+#include "checkpoint/hash_state.h"
 #include "checkpoint/writer.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
@@ -51,14 +52,6 @@ absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
   }
   return absl::OkStatus();
 }
-
-struct HashState {
-  HashState() : state(XXH3_createState()) { XXH3_64bits_reset(state); }
-  ~HashState() { XXH3_freeState(state); }
-  HashState(const HashState&) = delete;
-  HashState& operator=(const HashState&) = delete;
-  XXH3_state_t* state;
-};
 
 // The data files' mappings; shared so that views outlive the reader.
 struct Mappings {

@@ -26,9 +26,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "checkpoint/extensions.h"
+#include "checkpoint/hash_state.h"
 #include "checkpoint/manifest_file.h"
 #include "tools/base/files.h"
 #include "tools/base/paths.h"
+#include "tools/base/status.h"
 #include "tools/base/stop_point.h"
 #include "tools/base/warnings.h"
 
@@ -229,59 +231,16 @@ class DataFileWriter::Impl {
                          absl::Span<const int64_t> shape,
                          absl::Span<const char> bytes,
                          absl::string_view saved_device) {
-    if (!error_.ok()) return error_;
-    if (finished_) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(label_, ": AddTensor after Commit"));
+    if (absl::Status status = CheckTensor(name, dtype, shape, bytes.size());
+        !status.ok()) {
+      return status;
     }
-    const std::string tensor_name(name);
-    auto context = [&](absl::string_view what) {
-      return absl::StrCat(label_, ": tensor '", tensor_name, "': ", what);
-    };
-    if (tensor_name.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(label_, ": empty tensor name"));
-    }
-    if (names_.count(tensor_name) != 0) {
-      return absl::InvalidArgumentError(context("duplicate name"));
-    }
-    const size_t element_size = ElementSize(dtype);
-    if (element_size == 0) {
-      return absl::InvalidArgumentError(
-          context(absl::StrCat("unsupported dtype ", static_cast<int>(dtype))));
-    }
-    uint64_t expected = element_size;
-    bool overflow = false;
-    for (int64_t dim : shape) {
-      if (dim < 0) {
-        return absl::InvalidArgumentError(
-            context(absl::StrCat("negative dimension ", dim)));
-      }
-      overflow |= __builtin_mul_overflow(expected, static_cast<uint64_t>(dim),
-                                         &expected);
-    }
-    // Same rule as the reader: any zero dimension makes an empty tensor.
-    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) {
-      expected = 0;
-    } else if (overflow) {
-      return absl::InvalidArgumentError(context("shape overflows"));
-    }
-    if (expected != bytes.size()) {
-      return absl::InvalidArgumentError(
-          context(absl::StrCat("got ", bytes.size(), " bytes, shape and ",
-                               DTypeName(dtype), " need ", expected)));
-    }
-
     if (dtype == proto::BOOL) {
-      if (std::optional<size_t> bad = FirstInvalidBool(bytes)) {
-        return absl::InvalidArgumentError(context(absl::StrCat(
-            "element ", *bad, " of a bool tensor is ",
-            static_cast<int>(static_cast<unsigned char>(bytes[*bad])),
-            ", not 0 or 1")));
+      if (absl::Status status = CheckBools(name, 0, bytes); !status.ok()) {
+        return status;
       }
     }
-    const uint64_t padding =
-        (kTensorAlignment - offset_ % kTensorAlignment) % kTensorAlignment;
+    const uint64_t padding = Padding();
     const uint64_t tensor_offset = offset_ + padding;
     uint64_t checksum = 0;
     if (bytes.size() < kDirectWriteThreshold) {
@@ -299,32 +258,61 @@ class DataFileWriter::Impl {
       checksum = XXH3_64bits(copy, bytes.size());
       buffered_ += bytes.size();
     } else {
-      // The buffer starts at whatever file offset the last flush ended
-      // at, so the padding may not fit behind the buffered bytes.
-      if (buffered_ + padding > kWriteBufferSize) {
-        if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
-          return status;
-        }
+      if (absl::Status status = BufferPadding(padding); !status.ok()) {
+        return status;
       }
-      std::memset(buffer_.get() + buffered_, 0, padding);
-      buffered_ += padding;
       if (hasher_ == nullptr) hasher_ = std::make_unique<BackgroundHasher>();
       hasher_->Start(bytes.data(), bytes.size());
       absl::Status written = Flush(bytes.data(), bytes.size());
       checksum = hasher_->Result();
       if (!written.ok()) return written;
     }
-    offset_ = tensor_offset + bytes.size();
+    Record(name, dtype, shape, tensor_offset, bytes.size(), checksum,
+           saved_device);
+    return absl::OkStatus();
+  }
 
-    proto::TensorEntry& entry = part_.tensors.emplace_back();
-    entry.set_name(tensor_name);
-    entry.set_dtype(dtype);
-    for (int64_t dim : shape) entry.add_shape(dim);
-    entry.set_offset(tensor_offset);
-    entry.set_size_bytes(bytes.size());
-    entry.set_xxh3_64(checksum);
-    entry.set_saved_device(std::string(saved_device));
-    names_.insert(tensor_name);
+  absl::Status AddTensorFrom(absl::string_view name, proto::DType dtype,
+                             absl::Span<const int64_t> shape,
+                             uint64_t size_bytes, TensorBytesSource source,
+                             absl::string_view saved_device) {
+    if (absl::Status status = CheckTensor(name, dtype, shape, size_bytes);
+        !status.ok()) {
+      return status;
+    }
+    const uint64_t padding = Padding();
+    const uint64_t tensor_offset = offset_ + padding;
+    if (absl::Status status = BufferPadding(padding); !status.ok()) {
+      return status;
+    }
+    // Pieces go straight into the write buffer and are hashed there: the
+    // bytes hashed are the bytes written.
+    HashState hash;
+    for (uint64_t done = 0; done < size_bytes;) {
+      if (buffered_ == kWriteBufferSize) {
+        if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
+          return status;
+        }
+      }
+      const size_t piece = static_cast<size_t>(
+          std::min<uint64_t>(size_bytes - done, kWriteBufferSize - buffered_));
+      const absl::Span<char> out(buffer_.get() + buffered_, piece);
+      absl::Status status = source(done, out);
+      if (status.ok() && dtype == proto::BOOL) {
+        status = CheckBools(name, done, out);
+      }
+      // Part of the tensor may be in the file already: the writer cannot
+      // take it back, so it stops here.
+      if (!status.ok()) {
+        return Fail(base::Annotate(status, absl::StrCat(label_, ": tensor '", name,
+                                                  "'")));
+      }
+      XXH3_64bits_update(hash.state, out.data(), out.size());
+      buffered_ += piece;
+      done += piece;
+    }
+    Record(name, dtype, shape, tensor_offset, size_bytes,
+           XXH3_64bits_digest(hash.state), saved_device);
     return absl::OkStatus();
   }
 
@@ -353,6 +341,101 @@ class DataFileWriter::Impl {
   bool failed() const { return !error_.ok(); }
 
  private:
+  // Checks what AddTensor and AddTensorFrom are given, before any byte.
+  absl::Status CheckTensor(absl::string_view name, proto::DType dtype,
+                           absl::Span<const int64_t> shape,
+                           uint64_t size_bytes) {
+    if (!error_.ok()) return error_;
+    if (finished_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(label_, ": AddTensor after Commit"));
+    }
+    auto context = [&](absl::string_view what) {
+      return absl::StrCat(label_, ": tensor '", name, "': ", what);
+    };
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label_, ": empty tensor name"));
+    }
+    if (names_.count(std::string(name)) != 0) {
+      return absl::InvalidArgumentError(context("duplicate name"));
+    }
+    const size_t element_size = ElementSize(dtype);
+    if (element_size == 0) {
+      return absl::InvalidArgumentError(
+          context(absl::StrCat("unsupported dtype ", static_cast<int>(dtype))));
+    }
+    uint64_t expected = element_size;
+    bool overflow = false;
+    for (int64_t dim : shape) {
+      if (dim < 0) {
+        return absl::InvalidArgumentError(
+            context(absl::StrCat("negative dimension ", dim)));
+      }
+      overflow |= __builtin_mul_overflow(expected, static_cast<uint64_t>(dim),
+                                         &expected);
+    }
+    // Same rule as the reader: any zero dimension makes an empty tensor.
+    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) {
+      expected = 0;
+    } else if (overflow) {
+      return absl::InvalidArgumentError(context("shape overflows"));
+    }
+    if (expected != size_bytes) {
+      return absl::InvalidArgumentError(
+          context(absl::StrCat("got ", size_bytes, " bytes, shape and ",
+                               DTypeName(dtype), " need ", expected)));
+    }
+    return absl::OkStatus();
+  }
+
+  // `bytes` are the tensor's bytes from `offset` on.
+  absl::Status CheckBools(absl::string_view name, uint64_t offset,
+                          absl::Span<const char> bytes) {
+    if (std::optional<size_t> bad = FirstInvalidBool(bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label_, ": tensor '", name, "': element ", offset + *bad,
+          " of a bool tensor is ",
+          static_cast<int>(static_cast<unsigned char>(bytes[*bad])),
+          ", not 0 or 1"));
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t Padding() const {
+    return (kTensorAlignment - offset_ % kTensorAlignment) % kTensorAlignment;
+  }
+
+  // Buffers the zeros before a tensor. The buffer starts at whatever file
+  // offset the last flush ended at, so they may not fit behind the
+  // buffered bytes.
+  absl::Status BufferPadding(uint64_t padding) {
+    if (buffered_ + padding > kWriteBufferSize) {
+      if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
+        return status;
+      }
+    }
+    std::memset(buffer_.get() + buffered_, 0, padding);
+    buffered_ += padding;
+    return absl::OkStatus();
+  }
+
+  void Record(absl::string_view name, proto::DType dtype,
+              absl::Span<const int64_t> shape, uint64_t tensor_offset,
+              uint64_t size_bytes, uint64_t checksum,
+              absl::string_view saved_device) {
+    offset_ = tensor_offset + size_bytes;
+    proto::TensorEntry& entry = part_.tensors.emplace_back();
+    entry.set_name(std::string(name));
+    entry.set_dtype(dtype);
+    for (int64_t dim : shape) entry.add_shape(dim);
+    entry.set_offset(tensor_offset);
+    entry.set_size_bytes(size_bytes);
+    entry.set_xxh3_64(checksum);
+    entry.set_saved_device(std::string(saved_device));
+    names_.emplace(name);
+  }
+
   // Writes the buffered bytes followed by `direct` (may be null) in as few
   // syscalls as the kernel allows.
   absl::Status Flush(const char* direct, size_t direct_size) {
@@ -429,6 +512,16 @@ absl::Status DataFileWriter::AddTensor(absl::string_view name,
   return impl_->AddTensor(name, dtype, shape, bytes, saved_device);
 }
 
+absl::Status DataFileWriter::AddTensorFrom(absl::string_view name,
+                                           proto::DType dtype,
+                                           absl::Span<const int64_t> shape,
+                                           uint64_t size_bytes,
+                                           TensorBytesSource source,
+                                           absl::string_view saved_device) {
+  return impl_->AddTensorFrom(name, dtype, shape, size_bytes, source,
+                              saved_device);
+}
+
 absl::StatusOr<DataFilePart> DataFileWriter::Finish() {
   absl::StatusOr<DataFilePart> part = impl_->Finish();
   if (part.ok()) base::StopPoint("writer.part_written");
@@ -472,6 +565,20 @@ class CheckpointWriter::Impl {
     absl::Status status =
         data_->AddTensor(name, dtype, shape, bytes, saved_device);
     // A refused tensor leaves the writer usable; a failed write does not.
+    return data_->impl_->failed() ? Fail(status) : status;
+  }
+
+  absl::Status AddTensorFrom(absl::string_view name, proto::DType dtype,
+                             absl::Span<const int64_t> shape,
+                             uint64_t size_bytes, TensorBytesSource source,
+                             absl::string_view saved_device) {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": AddTensor after Commit"));
+    }
+    absl::Status status = data_->AddTensorFrom(name, dtype, shape, size_bytes,
+                                               source, saved_device);
     return data_->impl_->failed() ? Fail(status) : status;
   }
 
@@ -736,6 +843,16 @@ absl::Status CheckpointWriter::AddTensor(absl::string_view name,
                                          absl::Span<const char> bytes,
                                          absl::string_view saved_device) {
   return impl_->AddTensor(name, dtype, shape, bytes, saved_device);
+}
+
+absl::Status CheckpointWriter::AddTensorFrom(absl::string_view name,
+                                             proto::DType dtype,
+                                             absl::Span<const int64_t> shape,
+                                             uint64_t size_bytes,
+                                             TensorBytesSource source,
+                                             absl::string_view saved_device) {
+  return impl_->AddTensorFrom(name, dtype, shape, size_bytes, source,
+                              saved_device);
 }
 
 proto::Metadata* CheckpointWriter::mutable_metadata() {

@@ -45,6 +45,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "checkpoint/manifest.pb.h"
@@ -63,6 +64,12 @@ struct WriterOptions {
   // Only tests and benchmarks of the page cache turn this off.
   bool sync = true;
 };
+
+// Where AddTensorFrom gets a tensor's bytes: called for consecutive pieces
+// in order, it fills `out` with the tensor's bytes [offset, offset +
+// out.size()). An error it returns aborts the writer.
+using TensorBytesSource =
+    absl::FunctionRef<absl::Status(uint64_t offset, absl::Span<char> out)>;
 
 // One data file written apart from its checkpoint, waiting to be added to
 // one by CheckpointWriter::AddDataFile (possibly in another process).
@@ -95,6 +102,11 @@ class DataFileWriter {
                          absl::Span<const int64_t> shape,
                          absl::Span<const char> bytes,
                          absl::string_view saved_device = "cpu");
+  // As CheckpointWriter::AddTensorFrom.
+  absl::Status AddTensorFrom(absl::string_view name, proto::DType dtype,
+                             absl::Span<const int64_t> shape,
+                             uint64_t size_bytes, TensorBytesSource source,
+                             absl::string_view saved_device = "cpu");
 
   // Flushes, fsyncs (WriterOptions::sync) and closes the file, and says
   // what it holds.
@@ -127,6 +139,17 @@ class CheckpointWriter {
                          absl::Span<const int64_t> shape,
                          absl::Span<const char> bytes,
                          absl::string_view saved_device = "cpu");
+
+  // As AddTensor, for bytes that are not in one span of memory: `source`
+  // fills the writer's buffer piece by piece (at most 4 MiB at a time), and
+  // the checksum covers the bytes as written. Name, dtype and shape are
+  // checked first, as AddTensor does, and leave the writer usable; an error
+  // of `source` or a bool byte other than 0 or 1 comes after part of the
+  // tensor may be in the file, and aborts the writer.
+  absl::Status AddTensorFrom(absl::string_view name, proto::DType dtype,
+                             absl::Span<const int64_t> shape,
+                             uint64_t size_bytes, TensorBytesSource source,
+                             absl::string_view saved_device = "cpu");
 
   // Metadata and training state to record; tensors and data files are
   // filled in by the writer.

@@ -7,10 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -124,6 +126,94 @@ TEST(WriterTest, PaddingAtTheBufferBoundaryBeforeALargeTensor) {
     ASSERT_TRUE((*reader)->ReadTensor(*entry, absl::MakeSpan(read)).ok());
     EXPECT_EQ(read, tensors[i]) << i;
   }
+}
+
+TEST(WriterTest, AddTensorFromWritesWhatAddTensorWrites) {
+  const std::string dir = test_paths::EmptyDir("add_from");
+  // A small tensor, then one larger than the write buffer (several pieces).
+  const std::vector<char> small = Bytes(100, 1);
+  const std::vector<char> large = Bytes(9 << 20, 2);
+  std::vector<proto::TensorEntry> entries[2];
+  for (int from = 0; from < 2; ++from) {
+    const std::string path = dir + (from ? "/from" : "/span");
+    auto writer = CheckpointWriter::Create(path);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (const std::vector<char>* bytes : {&small, &large}) {
+      const std::string name = bytes == &small ? "small" : "large";
+      const int64_t size = static_cast<int64_t>(bytes->size());
+      if (!from) {
+        ASSERT_TRUE((*writer)->AddTensor(name, proto::UINT8, {size}, *bytes)
+                        .ok());
+        continue;
+      }
+      uint64_t expected_offset = 0;
+      auto source = [&](uint64_t offset, absl::Span<char> out) {
+        EXPECT_EQ(offset, expected_offset);  // in order, no gaps
+        std::memcpy(out.data(), bytes->data() + offset, out.size());
+        expected_offset += out.size();
+        return absl::OkStatus();
+      };
+      ASSERT_TRUE((*writer)
+                      ->AddTensorFrom(name, proto::UINT8, {size},
+                                      bytes->size(), source)
+                      .ok());
+      EXPECT_EQ(expected_offset, bytes->size());
+    }
+    ASSERT_TRUE((*writer)->Commit().ok());
+    auto reader = CheckpointReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE((*reader)->VerifyAll().ok());
+    entries[from] = {(*reader)->manifest().tensors().begin(),
+                     (*reader)->manifest().tensors().end()};
+  }
+  ASSERT_EQ(entries[0].size(), 2u);
+  ASSERT_EQ(entries[1].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(entries[0][i].offset(), entries[1][i].offset());
+    EXPECT_EQ(entries[0][i].xxh3_64(), entries[1][i].xxh3_64());
+  }
+}
+
+TEST(WriterTest, AddTensorFromRefusesBadShapesAndAbortsOnSourceErrors) {
+  const std::string dir = test_paths::EmptyDir("add_from_errors");
+  auto writer = CheckpointWriter::Create(dir + "/ckpt");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  auto zeros = [](uint64_t, absl::Span<char> out) {
+    std::memset(out.data(), 0, out.size());
+    return absl::OkStatus();
+  };
+  // Checked before any byte: the writer stays usable.
+  EXPECT_THAT((*writer)
+                  ->AddTensorFrom("t", proto::FLOAT32, {3}, 8, zeros)
+                  .message(),
+              HasSubstr("got 8 bytes, shape and float32 need 12"));
+  ASSERT_TRUE((*writer)->AddTensorFrom("t", proto::FLOAT32, {3}, 12, zeros)
+                  .ok());
+  // A bool byte that is not 0 or 1, seen only as it is read: aborts.
+  auto twos = [](uint64_t, absl::Span<char> out) {
+    std::memset(out.data(), 2, out.size());
+    return absl::OkStatus();
+  };
+  EXPECT_THAT(
+      (*writer)->AddTensorFrom("b", proto::BOOL, {5}, 5, twos).message(),
+      HasSubstr("element 0 of a bool tensor is 2"));
+  EXPECT_FALSE((*writer)->Commit().ok());
+  EXPECT_THAT(ListDir(dir), ElementsAre());
+
+  auto second = CheckpointWriter::Create(dir + "/ckpt");
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto failing = [](uint64_t offset, absl::Span<char>) {
+    return absl::DataLossError(absl::StrCat("no bytes at ", offset));
+  };
+  EXPECT_THAT((*second)
+                  ->AddTensorFrom("t", proto::UINT8, {10}, 10, failing)
+                  .message(),
+              HasSubstr("tensor 't': no bytes at 0"));
+  EXPECT_THAT((*second)->AddTensor("u", proto::UINT8, {1}, Bytes(1, 0))
+                  .message(),
+              HasSubstr("no bytes at 0"));
+  EXPECT_FALSE((*second)->Commit().ok());
+  EXPECT_THAT(ListDir(dir), ElementsAre());
 }
 
 // Many size mixes around the buffer and direct-write thresholds, so the
