@@ -33,7 +33,8 @@ namespace {
 // A write fault copies and releases this many pages around the one
 // written, so that rewriting a large tensor costs one round trip per
 // 256 KiB instead of one per page.
-constexpr size_t kPagesPerFault = 64;
+constexpr size_t kPagesPerFault = 512;
+constexpr uintptr_t kHugePageSize = uintptr_t{2} << 20;
 
 size_t PageSize() {
   static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -82,6 +83,8 @@ struct MemorySnapshot::State {
   uint32_t* unread = nullptr;  // bytes of ranges on the page not yet read
   uint8_t* copied = nullptr;   // 1: the page's copy is in `copies`
   char* copies = nullptr;      // page_count pages, touched only when copied
+  void* copies_mapping = nullptr;  // the mapping `copies` is aligned within
+  size_t copies_bytes = 0;
   size_t control_bytes = 0;    // the mapping this State lives at the start of
   std::atomic<size_t> copied_pages{0};
 
@@ -211,13 +214,21 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   }
   if (page_count == 0) return snapshot;
 
-  state->copies = static_cast<char*>(
-      mmap(nullptr, page_count * page_size, PROT_READ | PROT_WRITE,
-           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-  if (state->copies == MAP_FAILED) {
-    state->copies = nullptr;
+  // Address space only: memory comes with the pages copied. On huge
+  // pages where the kernel allows them, because a fault per 4 KiB copied
+  // would cost more than the copy.
+  state->copies_bytes = page_count * page_size + kHugePageSize;
+  state->copies_mapping =
+      mmap(nullptr, state->copies_bytes, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (state->copies_mapping == MAP_FAILED) {
+    state->copies_mapping = nullptr;
     return Unavailable("mmap", errno);
   }
+  state->copies = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(state->copies_mapping) + kHugePageSize - 1) &
+      ~(kHugePageSize - 1));
+  (void)madvise(state->copies, page_count * page_size, MADV_HUGEPAGE);
   int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (uffd < 0 && errno == EPERM) {
     const int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -291,7 +302,9 @@ MemorySnapshot::~MemorySnapshot() {
   }
   if (state.uffd >= 0) close(state.uffd);
   if (state.stop_fd >= 0) close(state.stop_fd);
-  if (state.copies != nullptr) munmap(state.copies, state.page_count * page_size);
+  if (state.copies_mapping != nullptr) {
+    munmap(state.copies_mapping, state.copies_bytes);
+  }
   const size_t control_bytes = state.control_bytes;
   state.~State();
   munmap(state_, control_bytes);

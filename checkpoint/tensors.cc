@@ -27,6 +27,7 @@
 #include "absl/types/span.h"
 #include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/library_versions.h"
+#include "checkpoint/memory_snapshot.h"
 #include "checkpoint/reader.h"
 #include "third_party/libtorch/torch_compat.h"
 #include "tools/base/files.h"
@@ -134,13 +135,22 @@ void ParallelFor(size_t count, int threads,
   for (std::thread& thread : pool) thread.join();
 }
 
+// Tensors of a save whose bytes are read through a MemorySnapshot (the
+// values they had when it was taken).
+struct ProtectedTensors {
+  MemorySnapshot* snapshot;
+  std::vector<bool> is_protected;  // by index in the saved tensors
+};
+
 // Writes every tensor of `tensors` through `writer` (a CheckpointWriter or
 // a DataFileWriter), one staging copy alive at a time.
 template <typename Writer>
-absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer) {
+absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer,
+                               const ProtectedTensors* protect = nullptr) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> shape;
-  for (const auto& [name, tensor] : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, tensor] = tensors[i];
     const std::string context = absl::StrCat("tensor '", name, "'");
     if (!tensor.defined()) {
       return absl::InvalidArgumentError(
@@ -155,6 +165,17 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer) {
       return absl::InvalidArgumentError(
           absl::StrCat(context, ": unsupported dtype ",
                        c10::toString(tensor.scalar_type())));
+    }
+    if (protect != nullptr && protect->is_protected[i]) {
+      shape.assign(tensor.sizes().begin(), tensor.sizes().end());
+      const char* data = static_cast<const char*>(tensor.data_ptr());
+      auto source = [&](uint64_t offset, absl::Span<char> out) {
+        return protect->snapshot->Read(data + offset, out);
+      };
+      absl::Status added = writer.AddTensorFrom(
+          name, dtype, shape, tensor.nbytes(), source, tensor.device().str());
+      if (!added.ok()) return Annotate(added, context);
+      continue;
     }
     // Only this tensor's staging copy is alive at a time.
     torch::Tensor cpu = tensor;
@@ -176,14 +197,16 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer) {
 absl::Status SaveCheckpointOrThrow(const std::string& path,
                                    const CheckpointState& state,
                                    WriterOptions options,
-                                   const BeforeCommit& before_commit) {
+                                   const BeforeCommit& before_commit,
+                                   const ProtectedTensors* protect = nullptr) {
   absl::StatusOr<std::unique_ptr<CheckpointWriter>> writer =
       CheckpointWriter::Create(path, options);
   if (!writer.ok()) return writer.status();
   *(*writer)->mutable_metadata() = state.metadata;
   FillMetadata((*writer)->mutable_metadata());
   *(*writer)->mutable_training_state() = state.training_state;
-  if (absl::Status status = AddTensorsOrThrow(state.tensors, **writer);
+  if (absl::Status status =
+          AddTensorsOrThrow(state.tensors, **writer, protect);
       !status.ok()) {
     return status;
   }
@@ -449,16 +472,29 @@ proto::DType ToProtoDType(torch::Dtype dtype) {
   }
 }
 
-absl::Status SaveCheckpoint(const std::string& path,
-                            const CheckpointState& state, WriterOptions options,
-                            const BeforeCommit& before_commit) {
+namespace {
+
+absl::Status SaveCheckpointFrom(const std::string& path,
+                                const CheckpointState& state,
+                                WriterOptions options,
+                                const BeforeCommit& before_commit,
+                                const ProtectedTensors* protect) {
   const std::string context = absl::StrCat("saving checkpoint ", path);
   try {
-    return Annotate(SaveCheckpointOrThrow(path, state, options, before_commit),
-                    context);
+    return Annotate(
+        SaveCheckpointOrThrow(path, state, options, before_commit, protect),
+        context);
   } catch (const std::exception& error) {
     return FromException(context, error);
   }
+}
+
+}  // namespace
+
+absl::Status SaveCheckpoint(const std::string& path,
+                            const CheckpointState& state, WriterOptions options,
+                            const BeforeCommit& before_commit) {
+  return SaveCheckpointFrom(path, state, options, before_commit, nullptr);
 }
 
 absl::StatusOr<DataFilePart> WriteDataFile(const std::string& path,
@@ -756,6 +792,56 @@ absl::Status AsyncCheckpointSaver::StartForkedSave(
   return absl::OkStatus();
 }
 
+absl::Status AsyncCheckpointSaver::StartProtectedSave(
+    const std::string& path, const CheckpointState& state,
+    std::function<void(const absl::Status&)>& on_committed,
+    BeforeCommit& before_commit) {
+  // Everything the worker needs is built before the pages are protected:
+  // after, each first write to one of them waits for a copy.
+  auto owned = std::make_shared<CheckpointState>(state);
+  auto protect = std::make_shared<ProtectedTensors>();
+  protect->is_protected.resize(owned->tensors.size());
+  std::vector<MemorySnapshot::Range> ranges;
+  ranges.reserve(owned->tensors.size());
+  try {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < owned->tensors.size(); ++i) {
+      torch::Tensor& tensor = owned->tensors[i].second;
+      if (!tensor.defined() || tensor.layout() != torch::kStrided) continue;
+      if (tensor.device().is_cpu() && tensor.is_contiguous()) {
+        ranges.push_back({static_cast<const char*>(tensor.data_ptr()),
+                          tensor.nbytes()});
+        protect->is_protected[i] = true;
+      } else {
+        tensor = tensor.to(torch::kCPU).contiguous();
+      }
+    }
+  } catch (const std::exception& error) {
+    return FromException(absl::StrCat("saving checkpoint ", path), error);
+  }
+  absl::StatusOr<std::unique_ptr<MemorySnapshot>> taken =
+      MemorySnapshot::Take(ranges);
+  if (!taken.ok()) return taken.status();
+  std::shared_ptr<MemorySnapshot> snapshot = *std::move(taken);
+  protect->snapshot = snapshot.get();
+  pending_path_ = path;
+  worker_ = std::thread([this, path, owned = std::move(owned),
+                         snapshot = std::move(snapshot),
+                         protect = std::move(protect),
+                         on_committed = std::move(on_committed),
+                         before_commit = std::move(before_commit)]() mutable {
+    absl::Status status = SaveCheckpointFrom(path, *owned, options_,
+                                             before_commit, protect.get());
+    // Releases the caller's pages, then drops the tensors.
+    protect.reset();
+    snapshot.reset();
+    owned.reset();
+    if (on_committed) on_committed(status);
+    pending_error_ = std::move(status);
+  });
+  return absl::OkStatus();
+}
+
 AsyncCheckpointSaver::~AsyncCheckpointSaver() {
   absl::Status unreported = JoinAndTakeError();
   if (!unreported.ok()) {
@@ -783,11 +869,24 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
         absl::StrCat("the previous asynchronous save failed (this save to ",
                      path, " was not started): ", previous.message()));
   }
-  if (snapshot_ == SnapshotMode::kFork && !before_commit) {
-    absl::Status forked = StartForkedSave(path, state, on_committed);
-    // Unavailable: no fork to be had; the copy below still saves.
-    if (!absl::IsUnavailable(forked)) return forked;
+  // Unavailable: that snapshot cannot be had here; the next one still
+  // saves.
+  if (snapshot_ == SnapshotMode::kWriteProtect) {
+    absl::Status started =
+        StartProtectedSave(path, state, on_committed, before_commit);
+    if (!absl::IsUnavailable(started)) {
+      last_snapshot_ = SnapshotMode::kWriteProtect;
+      return started;
+    }
   }
+  if (snapshot_ != SnapshotMode::kCopy && !before_commit) {
+    absl::Status forked = StartForkedSave(path, state, on_committed);
+    if (!absl::IsUnavailable(forked)) {
+      last_snapshot_ = SnapshotMode::kFork;
+      return forked;
+    }
+  }
+  last_snapshot_ = SnapshotMode::kCopy;
   absl::StatusOr<CheckpointState> snapshot =
       SnapshotToCpu(state, keep_staging_buffers_ ? &staging_ : nullptr);
   if (!snapshot.ok()) {

@@ -114,11 +114,12 @@ struct LoadOptions {
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
                                                const LoadOptions& options = {});
 
-// Saves in the background: SaveAsync copies the tensors into CPU memory on
-// the caller's thread (that copy is the caller's pause; training may then
-// change its tensors freely), then one background thread writes and
-// commits. At most one save is in flight: a new SaveAsync first waits for
-// the previous one.
+// Saves in the background: SaveAsync takes a snapshot of the tensors on
+// the caller's thread (see SnapshotMode below; that is the caller's pause,
+// and training may then change its tensors freely), then one background
+// thread (or process) writes and commits the values they had at the call.
+// At most one save is in flight: a new SaveAsync first waits for the
+// previous one.
 //
 // Errors are never lost: a failed save is returned by the next SaveAsync
 // (which then does NOT start its own save) or by Wait(); if neither is
@@ -132,7 +133,7 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //   }
 //   RETURN_IF_ERROR(saver.Wait());
 //
-// Staging memory: the snapshot lives in one slab pre-faulted by mmap's
+// Staging memory (SnapshotMode::kCopy): the snapshot lives in one slab pre-faulted by mmap's
 // MAP_POPULATE (one kernel call instead of a fault per page), filled by
 // memcpy on several threads. With `keep_staging_buffers` (the default) the
 // slab is kept after a save and reused by the next one if it is big enough,
@@ -143,16 +144,40 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // `on_committed` run on the background thread, the latter with the save's
 // final status.
 //
-// SnapshotMode::kFork takes the snapshot without copying: SaveAsync forks,
-// and the child process writes and commits the checkpoint from memory the
-// kernel shares copy-on-write with the caller, who goes on at once. The
-// pause is fork's page-table copy, not a copy of the bytes; the extra
-// memory is one page per page the caller writes while the child runs (all
-// of it if every tensor is rewritten), not a full copy. What the caller
-// must know:
-//   - Tensors not in CPU memory or not contiguous (a GPU's, a transposed
-//     view) are first copied into CPU memory on the caller's thread; that
-//     copy is part of the pause.
+// How SaveAsync takes its snapshot (the pause is the caller's):
+//
+// SnapshotMode::kWriteProtect (the default) copies nothing up front: the
+// kernel write-protects the pages of the caller's CPU tensors
+// (checkpoint/memory_snapshot.h, userfaultfd), the background thread
+// writes them from where they are, and a page is copied aside only when a
+// thread of the caller is about to write it while it is still unsaved;
+// saved pages are released as the write goes on. The pause is a
+// page-table update; the extra memory is the pages the caller writes
+// during the save. What the caller must know:
+//   - A thread that writes to a still-protected tensor page waits for the
+//     saver's thread to copy its 256 KiB block (microseconds): the first
+//     rewrite of every tensor right after SaveAsync costs about what
+//     kCopy's pause would have, spread over the writes, and nothing if the
+//     save has already passed those tensors.
+//   - Tensors must not be resized in place or have their storage
+//     replaced (`set_`) while the save runs (the saver holds references,
+//     not the old memory), nor be written by DMA (a non_blocking copy from
+//     a GPU into a pinned CPU tensor is not seen by the protection).
+//   - Tensors not in CPU memory or not contiguous are copied on the
+//     caller's thread, as in every mode; that copy is part of the pause.
+//   - It needs Linux >= 6.4 and the right to use userfaultfd (root,
+//     CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to
+//     /dev/userfaultfd), and anonymous memory (not tensors over a file
+//     mapping). Otherwise the save falls back to kFork, then kCopy;
+//     last_snapshot() says which one was taken.
+//
+// SnapshotMode::kFork takes the snapshot without copying either: SaveAsync
+// forks, and the child process writes and commits the checkpoint from
+// memory the kernel shares copy-on-write with the caller, who goes on at
+// once. The pause is fork's page-table copy, which grows with all the
+// memory of the process (about 24 ms per GiB of 4 KiB pages), not with
+// what is saved; the extra memory is one page per page the caller writes
+// while the child runs. What the caller must know:
 //   - The child runs our writer only: no LibTorch kernel, no CUDA, no
 //     OpenMP; only the forking thread exists in it. It uses malloc,
 //     protobuf serialization, XXH3 and file-system calls, so another thread
@@ -167,13 +192,17 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //     opened).
 //   - A save with `before_commit` (it needs the caller's process: its
 //     peers, its threads), or a fork that fails, falls back to kCopy.
-enum class SnapshotMode { kCopy, kFork };
+//
+// SnapshotMode::kCopy copies every tensor into the staging slab described
+// above; the pause is that copy.
+enum class SnapshotMode { kCopy, kFork, kWriteProtect };
 
 class AsyncCheckpointSaver {
  public:
   explicit AsyncCheckpointSaver(WriterOptions options = {},
                                 bool keep_staging_buffers = true,
-                                SnapshotMode snapshot = SnapshotMode::kCopy);
+                                SnapshotMode snapshot =
+                                    SnapshotMode::kWriteProtect);
   ~AsyncCheckpointSaver();
   AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
   AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;
@@ -187,6 +216,10 @@ class AsyncCheckpointSaver {
   // it failed and was not returned before, OK otherwise.
   absl::Status Wait();
 
+  // The snapshot the last SaveAsync took (a fallback may differ from the
+  // mode asked for).
+  SnapshotMode last_snapshot() const { return last_snapshot_; }
+
  private:
   // Joins the worker and returns (and clears) an unreported error.
   absl::Status JoinAndTakeError();
@@ -196,9 +229,17 @@ class AsyncCheckpointSaver {
       const std::string& path, const CheckpointState& state,
       std::function<void(const absl::Status&)>& on_committed);
 
+  // kWriteProtect: protects the pages of `state`'s CPU tensors and starts
+  // the worker that writes them. Unavailable where userfaultfd is.
+  absl::Status StartProtectedSave(
+      const std::string& path, const CheckpointState& state,
+      std::function<void(const absl::Status&)>& on_committed,
+      BeforeCommit& before_commit);
+
   WriterOptions options_;
   bool keep_staging_buffers_;
   SnapshotMode snapshot_;
+  SnapshotMode last_snapshot_ = SnapshotMode::kCopy;
   // Reused when no snapshot tensor references it any more.
   std::shared_ptr<StagingBuffer> staging_;
   std::thread worker_;

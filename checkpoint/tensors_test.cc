@@ -257,8 +257,8 @@ TEST(TensorsTest, SaveErrorsNameThePathAndTensor) {
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
 }
 
-// Every test of the saver runs with both snapshots: a copy, and a forked
-// child sharing the caller's memory copy-on-write.
+// Every test of the saver runs with each snapshot: a copy, a forked child
+// sharing the caller's memory copy-on-write, and write-protected pages.
 class AsyncCheckpointSaverTest : public testing::TestWithParam<SnapshotMode> {
  protected:
   AsyncCheckpointSaver MakeSaver() {
@@ -268,10 +268,18 @@ class AsyncCheckpointSaverTest : public testing::TestWithParam<SnapshotMode> {
 
 INSTANTIATE_TEST_SUITE_P(Snapshots, AsyncCheckpointSaverTest,
                          testing::Values(SnapshotMode::kCopy,
-                                         SnapshotMode::kFork),
+                                         SnapshotMode::kFork,
+                                         SnapshotMode::kWriteProtect),
                          [](const testing::TestParamInfo<SnapshotMode>& info) {
-                           return info.param == SnapshotMode::kCopy ? "Copy"
-                                                                    : "Fork";
+                           switch (info.param) {
+                             case SnapshotMode::kCopy:
+                               return "Copy";
+                             case SnapshotMode::kFork:
+                               return "Fork";
+                             case SnapshotMode::kWriteProtect:
+                               return "WriteProtect";
+                           }
+                           return "Unknown";
                          });
 
 // The contract: a checkpoint holds the values at the moment SaveAsync was
@@ -284,14 +292,22 @@ TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
   }
   state.tensors.emplace_back("transposed", torch::rand({50, 70}).t());
   state.tensors.emplace_back("ints", torch::arange(999, torch::kInt64));
+  // Larger than the writer's buffer and than a copied block.
+  state.tensors.emplace_back("large", torch::rand({5 << 20}));
+  state.tensors.emplace_back("tied", state.tensors[0].second);
   const std::string sync_path = UniqueTempPath("moment-sync");
   ASSERT_TRUE(SaveCheckpoint(sync_path, state).ok());
   const std::string async_path = UniqueTempPath("moment-async");
   AsyncCheckpointSaver saver = MakeSaver();
   ASSERT_TRUE(saver.SaveAsync(async_path, state).ok());
+  // Taken as asked: running as root or with the right to use userfaultfd.
+  EXPECT_EQ(saver.last_snapshot(), GetParam());
   // Every tensor changes right after the call, while the save runs.
   for (auto& [name, tensor] : state.tensors) tensor.add_(1);
-  ASSERT_TRUE(saver.Wait().ok());
+  {
+    absl::Status waited = saver.Wait();
+    ASSERT_TRUE(waited.ok()) << waited;
+  }
   absl::StatusOr<std::unique_ptr<CheckpointReader>> sync_reader =
       CheckpointReader::Open(sync_path);
   absl::StatusOr<std::unique_ptr<CheckpointReader>> async_reader =
@@ -324,7 +340,10 @@ TEST_P(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
   weight.fill_(1.0);
   ASSERT_TRUE(saver.SaveAsync(second, state, record("second")).ok());
   weight.fill_(2.0);
-  ASSERT_TRUE(saver.Wait().ok());
+  {
+    absl::Status waited = saver.Wait();
+    ASSERT_TRUE(waited.ok()) << waited;
+  }
   EXPECT_THAT(committed, ::testing::ElementsAre("first:ok", "second:ok"));
 
   absl::StatusOr<CheckpointState> a = LoadCheckpoint(first);
