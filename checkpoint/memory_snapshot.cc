@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/huge_pages.h"
 
 // Linux 6.4: protection reaches pages never touched yet. Without it, the
 // first write to such a page would not fault and the snapshot would miss it.
@@ -30,11 +31,10 @@
 namespace checkpoint {
 namespace {
 
-// A write fault copies and releases this many pages around the one
-// written, so that rewriting a large tensor costs one round trip per
-// 256 KiB instead of one per page.
+// A write fault copies and releases the block of this many pages (2 MiB)
+// around the page written, so that rewriting a large tensor costs one round
+// trip per 2 MiB instead of one per page.
 constexpr size_t kPagesPerFault = 512;
-constexpr uintptr_t kHugePageSize = uintptr_t{2} << 20;
 
 size_t PageSize() {
   static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -83,8 +83,6 @@ struct MemorySnapshot::State {
   uint32_t* unread = nullptr;  // bytes of ranges on the page not yet read
   uint8_t* copied = nullptr;   // 1: the page's copy is in `copies`
   char* copies = nullptr;      // page_count pages, touched only when copied
-  void* copies_mapping = nullptr;  // the mapping `copies` is aligned within
-  size_t copies_bytes = 0;
   size_t control_bytes = 0;    // the mapping this State lives at the start of
   std::atomic<size_t> copied_pages{0};
 
@@ -217,18 +215,13 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   // Address space only: memory comes with the pages copied. On huge
   // pages where the kernel allows them, because a fault per 4 KiB copied
   // would cost more than the copy.
-  state->copies_bytes = page_count * page_size + kHugePageSize;
-  state->copies_mapping =
-      mmap(nullptr, state->copies_bytes, PROT_READ | PROT_WRITE,
-           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (state->copies_mapping == MAP_FAILED) {
-    state->copies_mapping = nullptr;
-    return Unavailable("mmap", errno);
+  absl::StatusOr<char*> copies =
+      MapHugePages(page_count * page_size, /*reserve=*/false);
+  if (!copies.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("memory snapshot: ", copies.status().message()));
   }
-  state->copies = reinterpret_cast<char*>(
-      (reinterpret_cast<uintptr_t>(state->copies_mapping) + kHugePageSize - 1) &
-      ~(kHugePageSize - 1));
-  (void)madvise(state->copies, page_count * page_size, MADV_HUGEPAGE);
+  state->copies = *copies;
   int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (uffd < 0 && errno == EPERM) {
     const int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -302,9 +295,7 @@ MemorySnapshot::~MemorySnapshot() {
   }
   if (state.uffd >= 0) close(state.uffd);
   if (state.stop_fd >= 0) close(state.stop_fd);
-  if (state.copies_mapping != nullptr) {
-    munmap(state.copies_mapping, state.copies_bytes);
-  }
+  UnmapHugePages(state.copies, state.page_count * page_size);
   const size_t control_bytes = state.control_bytes;
   state.~State();
   munmap(state_, control_bytes);

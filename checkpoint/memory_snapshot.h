@@ -17,8 +17,9 @@
 //
 // How it behaves:
 //   - A thread that writes to a protected page waits (in the kernel) until
-//     the snapshot's own thread has copied the page and the 63 after it,
-//     then goes on: a round trip of some microseconds per 256 KiB written.
+//     the snapshot's own thread has copied the 2 MiB block around it (on
+//     huge pages where the kernel has them), then goes on: one round trip
+//     per 2 MiB written.
 //   - Each byte is meant to be read once. A page is unprotected as soon as
 //     every byte of every range on it has been read, so that writes to it
 //     no longer wait; the destructor unprotects the rest.

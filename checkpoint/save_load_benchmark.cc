@@ -8,7 +8,7 @@
 //
 //   bazel run -c opt //checkpoint:save_load_benchmark -- [--dir=/tmp]
 //       [--large_count=256 --large_bytes=4194304]
-//       [--small_count=20000 --small_bytes=4096] [--cold]
+//       [--small_count=20000 --small_bytes=4096] [--cold] [--huge_pages]
 //
 // Loads read warm files (just written, in the page cache) unless --cold,
 // which evicts the files with posix_fadvise(DONTNEED) before each load.
@@ -55,6 +55,10 @@ ABSL_FLAG(int, repeats, 3,
           "Each measurement is repeated (in rotating order) and the best "
           "time is reported.");
 ABSL_FLAG(int, load_threads, 0, "LoadOptions::num_threads (0: automatic).");
+ABSL_FLAG(bool, huge_pages, false,
+          "Move the tensors of 2 MiB or more onto transparent huge pages "
+          "(MoveToHugePages) before saving: the kernel's page-table work of "
+          "a forked or write-protected snapshot is per page.");
 
 namespace checkpoint {
 namespace {
@@ -114,6 +118,9 @@ CheckpointState MakeState(int count, int64_t bytes) {
   for (int i = 0; i < count; ++i) {
     state.tensors.emplace_back(absl::StrCat("layer", i, ".weight"),
                                torch::rand({floats}));
+  }
+  if (absl::GetFlag(FLAGS_huge_pages)) {
+    Check(MoveToHugePages(state.tensors).status(), "moving to huge pages");
   }
   return state;
 }

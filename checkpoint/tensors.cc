@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "checkpoint/interop/tensor_source.h"
+#include "checkpoint/huge_pages.h"
 #include "checkpoint/library_versions.h"
 #include "checkpoint/memory_snapshot.h"
 #include "checkpoint/reader.h"
@@ -658,6 +659,43 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
   }
   if (staging != nullptr) *staging = std::move(buffer);
   return snapshot;
+}
+
+absl::StatusOr<uint64_t> MoveToHugePages(const NamedTensors& tensors) {
+  uint64_t moved = 0;
+  try {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, tensor] : tensors) {
+      if (!tensor.defined() || tensor.layout() != torch::kStrided ||
+          !tensor.device().is_cpu() || !tensor.is_contiguous() ||
+          tensor.nbytes() < kHugePageBytes || tensor.storage_offset() != 0 ||
+          tensor.storage().nbytes() != tensor.nbytes() ||
+          tensor.storage().use_count() != 1 ||
+          reinterpret_cast<uintptr_t>(tensor.data_ptr()) % kHugePageBytes ==
+              0) {
+        continue;
+      }
+      const size_t bytes = tensor.nbytes();
+      absl::StatusOr<char*> memory = MapHugePages(bytes);
+      if (!memory.ok()) {
+        return Annotate(memory.status(),
+                        absl::StrCat("moving tensor '", name, "'"));
+      }
+      torch::Tensor huge = torch::from_blob(
+          *memory, tensor.sizes(),
+          [bytes](void* data) {
+            UnmapHugePages(static_cast<char*>(data), bytes);
+          },
+          tensor.options());
+      huge.copy_(tensor);
+      // set_data keeps the tensor object (and its autograd identity).
+      torch::Tensor(tensor).set_data(huge);
+      moved += bytes;
+    }
+  } catch (const std::exception& error) {
+    return FromException("moving tensors to huge pages", error);
+  }
+  return moved;
 }
 
 AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options,

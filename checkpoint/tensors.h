@@ -152,13 +152,15 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // writes them from where they are, and a page is copied aside only when a
 // thread of the caller is about to write it while it is still unsaved;
 // saved pages are released as the write goes on. The pause is a
-// page-table update; the extra memory is the pages the caller writes
-// during the save. What the caller must know:
+// page-table update, per page: about 25 ms per GiB of 4 KiB pages on our
+// machine, under 2 ms per GiB on huge pages (MoveToHugePages); the extra
+// memory is the pages the caller writes during the save. What the caller
+// must know:
 //   - A thread that writes to a still-protected tensor page waits for the
-//     saver's thread to copy its 256 KiB block (microseconds): the first
-//     rewrite of every tensor right after SaveAsync costs about what
-//     kCopy's pause would have, spread over the writes, and nothing if the
-//     save has already passed those tensors.
+//     saver's thread to copy its 2 MiB block: a rewrite of every tensor
+//     right after SaveAsync pays for copying what the save has not yet
+//     written (docs/PERFORMANCE.md has figures), and nothing once the save
+//     has passed those tensors.
 //   - Tensors must not be resized in place or have their storage
 //     replaced (`set_`) while the save runs (the saver holds references,
 //     not the old memory), nor be written by DMA (a non_blocking copy from
@@ -256,6 +258,19 @@ class AsyncCheckpointSaver {
 absl::StatusOr<CheckpointState> SnapshotToCpu(
     const CheckpointState& state,
     std::shared_ptr<StagingBuffer>* staging = nullptr);
+
+// Moves each CPU tensor of `tensors` of at least 2 MiB onto memory on
+// transparent huge pages (checkpoint/huge_pages.h): a copy, put in place
+// with set_data, so the tensor object stays the same and modules and
+// optimizers holding it see the new memory. Why: the pause of a
+// kWriteProtect or kFork snapshot is per page, and huge pages have 512
+// times fewer. Call it once the state exists (after the optimizer's first
+// step made its buffers), before saving. Skipped: tensors smaller than
+// 2 MiB, not contiguous, views (a storage offset or a storage larger than
+// the tensor) and tensors whose storage another tensor shares (moving one
+// would break the sharing). Returns the bytes moved; kResourceExhausted if
+// memory runs out (the tensors moved so far stay moved).
+absl::StatusOr<uint64_t> MoveToHugePages(const NamedTensors& tensors);
 
 // The proto dtype for a torch dtype, or DTYPE_UNSPECIFIED if unsupported.
 proto::DType ToProtoDType(torch::Dtype dtype);

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -406,6 +407,48 @@ TEST_P(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
     ASSERT_TRUE(saver.SaveAsync(UniqueTempPath("fine"), state).ok());
   }
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+}
+
+TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
+  torch::Tensor big = torch::rand({1 << 20});  // 4 MiB
+  big.set_requires_grad(true);
+  torch::Tensor small = torch::rand({1000});
+  torch::Tensor base = torch::rand({2 << 20});
+  torch::Tensor view = base.narrow(0, 0, 1 << 20);
+  torch::Tensor shared = torch::rand({1 << 20});
+  torch::Tensor alias = shared.view({1024, 1024});
+  const torch::Tensor big_values = big.detach().clone();
+  const c10::TensorImpl* big_impl = big.unsafeGetTensorImpl();
+  std::map<std::string, const void*> before;
+  const NamedTensors tensors = {{"big", big},       {"tied", big},
+                                {"small", small},   {"view", view},
+                                {"shared", shared}, {"alias", alias}};
+  for (const auto& [name, tensor] : tensors) before[name] = tensor.data_ptr();
+
+  absl::StatusOr<uint64_t> moved = MoveToHugePages(tensors);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, uint64_t{4} << 20);
+  // The same tensor object, with its values and autograd flag, elsewhere.
+  EXPECT_EQ(big.unsafeGetTensorImpl(), big_impl);
+  EXPECT_TRUE(big.requires_grad());
+  EXPECT_TRUE(torch::equal(big.detach(), big_values));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % (2 << 20), 0u);
+  // The rest is left where it was: too small, a view, shared storage.
+  for (const char* name : {"small", "view", "shared", "alias"}) {
+    const auto it = std::find_if(
+        tensors.begin(), tensors.end(),
+        [&](const auto& named) { return named.first == name; });
+    EXPECT_EQ(it->second.data_ptr(), before[name]) << name;
+  }
+  // Still a working parameter.
+  torch::optim::SGD sgd({big}, torch::optim::SGDOptions(0.5));
+  big.sum().backward();
+  sgd.step();
+  EXPECT_TRUE(torch::allclose(big.detach(), big_values - 0.5));
+  // A second call finds nothing more to move.
+  absl::StatusOr<uint64_t> again = MoveToHugePages(tensors);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0u);
 }
 
 TEST(TensorsTest, SnapshotCopiesIntoReusableStagingMemory) {

@@ -1,0 +1,53 @@
+#include "checkpoint/huge_pages.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace checkpoint {
+namespace {
+
+size_t RoundToPages(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
+}  // namespace
+
+absl::StatusOr<char*> MapHugePages(size_t bytes, bool reserve) {
+  const size_t length = RoundToPages(bytes == 0 ? 1 : bytes);
+  // Over-map by one huge page, then give back what lies outside the
+  // aligned range.
+  const size_t mapped = length + kHugePageBytes;
+  void* mapping =
+      mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? 0 : MAP_NORESERVE), -1, 0);
+  if (mapping == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "mapping ", length, " bytes of memory: ", std::strerror(errno)));
+  }
+  const uintptr_t start = reinterpret_cast<uintptr_t>(mapping);
+  const uintptr_t aligned =
+      (start + kHugePageBytes - 1) & ~(uintptr_t{kHugePageBytes} - 1);
+  if (aligned > start) munmap(mapping, aligned - start);
+  const uintptr_t end = start + mapped;
+  if (end > aligned + length) {
+    munmap(reinterpret_cast<void*>(aligned + length), end - aligned - length);
+  }
+  char* data = reinterpret_cast<char*>(aligned);
+  // Only a wish: without THP the memory is still good.
+  (void)madvise(data, length, MADV_HUGEPAGE);
+  return data;
+}
+
+void UnmapHugePages(char* data, size_t bytes) {
+  if (data != nullptr) munmap(data, RoundToPages(bytes == 0 ? 1 : bytes));
+}
+
+}  // namespace checkpoint
