@@ -916,6 +916,14 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
       last_snapshot_ = SnapshotMode::kWriteProtect;
       return started;
     }
+    if (!warned_unavailable_) {
+      base::Warn(absl::StrCat(
+          "AsyncCheckpointSaver: write-protected snapshots are not available "
+          "here (",
+          started.message(), "); saving with ",
+          before_commit ? "copied" : "forked", " snapshots instead"));
+      warned_unavailable_ = true;
+    }
   }
   if (snapshot_ != SnapshotMode::kCopy && !before_commit) {
     absl::Status forked = StartForkedSave(path, state, on_committed);

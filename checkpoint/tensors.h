@@ -170,8 +170,8 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //   - It needs Linux >= 6.4 and the right to use userfaultfd (root,
 //     CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to
 //     /dev/userfaultfd), and anonymous memory (not tensors over a file
-//     mapping). Otherwise the save falls back to kFork, then kCopy;
-//     last_snapshot() says which one was taken.
+//     mapping). Otherwise the save falls back to kFork, then kCopy (said
+//     once on stderr); last_snapshot() says which one was taken.
 //
 // SnapshotMode::kFork takes the snapshot without copying either: SaveAsync
 // forks, and the child process writes and commits the checkpoint from
@@ -242,6 +242,8 @@ class AsyncCheckpointSaver {
   bool keep_staging_buffers_;
   SnapshotMode snapshot_;
   SnapshotMode last_snapshot_ = SnapshotMode::kCopy;
+  // The fallback from kWriteProtect is said once, on stderr.
+  bool warned_unavailable_ = false;
   // Reused when no snapshot tensor references it any more.
   std::shared_ptr<StagingBuffer> staging_;
   std::thread worker_;

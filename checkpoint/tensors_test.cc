@@ -409,6 +409,34 @@ TEST_P(AsyncCheckpointSaverTest, WaitReturnsTheErrorAndDestructorNeverLosesIt) {
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
+// Tensors over a file mapping (an mmap load) cannot be write-protected:
+// the save falls back to a fork, says so once, and still saves.
+TEST(TensorsTest, WriteProtectFallsBackToForkAndSaysSo) {
+  CheckpointState state = MixedState();
+  const std::string source = UniqueTempPath("fallback-source");
+  ASSERT_TRUE(SaveCheckpoint(source, state).ok());
+  LoadOptions options;
+  options.use_mmap = true;
+  absl::StatusOr<CheckpointState> mapped = LoadCheckpoint(source, options);
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  AsyncCheckpointSaver saver({}, true, SnapshotMode::kWriteProtect);
+  testing::internal::CaptureStderr();
+  for (int i = 0; i < 2; ++i) {
+    const std::string path = UniqueTempPath("fallback");
+    ASSERT_TRUE(saver.SaveAsync(path, *mapped).ok());
+    EXPECT_EQ(saver.last_snapshot(), SnapshotMode::kFork);
+    ASSERT_TRUE(saver.Wait().ok());
+    absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    ExpectSameTensors(state.tensors, loaded->tensors);
+  }
+  const std::string printed = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(printed, HasSubstr("write-protected snapshots are not available"));
+  EXPECT_THAT(printed, HasSubstr("forked snapshots instead"));
+  // Once.
+  EXPECT_EQ(printed.find("not available"), printed.rfind("not available"));
+}
+
 TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
   torch::Tensor big = torch::rand({1 << 20});  // 4 MiB
   big.set_requires_grad(true);

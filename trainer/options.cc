@@ -154,9 +154,10 @@ absl::Status ValidateOptions(const TrainOptions& options) {
   if (options.keep_last < -1 || options.keep_top_k < -1) {
     return UsageError("--keep_last/--keep_top_k must be >= -1");
   }
-  if (options.snapshot != "copy" && options.snapshot != "fork") {
+  if (options.snapshot != "protect" && options.snapshot != "fork" &&
+      options.snapshot != "copy") {
     return UsageError(absl::StrCat("--snapshot=", options.snapshot,
-                                   ": expected copy or fork"));
+                                   ": expected protect, fork or copy"));
   }
   if (options.progress != "auto" && options.progress != "bar" &&
       options.progress != "lines" && options.progress != "none") {

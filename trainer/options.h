@@ -46,10 +46,15 @@ struct TrainOptions {
   // Resume from this checkpoint (new checkpoints still go to run_dir).
   std::string resume_from;
   std::string progress = "auto";  // "auto", "bar", "lines", "none"
-  // How a save in the background takes its snapshot of the state: "fork"
-  // (a child process sharing the memory copy-on-write;
-  // checkpoint::SnapshotMode::kFork) or "copy" (into staging memory).
-  std::string snapshot = "fork";
+  // How a save in the background takes its snapshot of the state:
+  // "protect" (write-protected pages, copied only when training writes
+  // them first; checkpoint::SnapshotMode::kWriteProtect, with its
+  // fallbacks), "fork" (a child process sharing the memory copy-on-write)
+  // or "copy" (into staging memory). With protect or fork, the state's
+  // large tensors are moved onto huge pages before the first save
+  // (checkpoint::MoveToHugePages), which makes the snapshot's page-table
+  // work 512 times smaller.
+  std::string snapshot = "protect";
   // Stop (saving a checkpoint) once the global step reaches this; <= 0: no
   // limit. For tests and time-boxed jobs.
   int64_t max_steps = 0;

@@ -98,12 +98,15 @@ ABSL_FLAG(std::string, progress, "auto",
 ABSL_FLAG(int64_t, max_steps, 0,
           "Stop after this global step, saving a checkpoint to resume from "
           "(0: no limit).");
-ABSL_FLAG(std::string, snapshot, "fork",
-          "How a background save takes its snapshot: fork (a child process "
-          "shares the memory copy-on-write: the pause of a fork, and extra "
-          "memory only for what training changes while it writes) or copy "
-          "(into staging memory: the pause and the memory grow with the "
-          "state). Several processes always copy.");
+ABSL_FLAG(std::string, snapshot, "protect",
+          "How a background save takes its snapshot: protect (the state's "
+          "pages are write-protected and copied only if training writes them "
+          "before they are saved: a page-table update's pause, and extra "
+          "memory only for what training changes while it writes; falls back "
+          "to fork where userfaultfd is not permitted), fork (a child process "
+          "shares the memory copy-on-write; several processes copy instead) "
+          "or copy (into staging memory: the pause and the memory grow with "
+          "the state).");
 ABSL_FLAG(bool, skip_test, false,
           "Do not evaluate the best checkpoint on the test set at the end.");
 

@@ -320,8 +320,9 @@ bool WaitForNthSave(const std::string& run_dir, int count, pid_t pid) {
   return false;
 }
 
-// SIGKILL while the third save is being written (by the process's forked
-// child, which dies with it, or with --snapshot=copy by a thread).
+// SIGKILL while the third save is being written (by a thread of the
+// process, or with --snapshot=fork by its forked child, which dies with
+// it).
 void SigkillDuringTheThirdSave(const std::string& name,
                                const std::vector<std::string>& flags,
                                const std::string& straight_digest) {
@@ -359,18 +360,20 @@ TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
   SigkillDuringTheThirdSave("sigkill", {}, *straight_digest_);
 }
 
-// The default saves are written by a forked child (copy-on-write
-// snapshots); copied snapshots hold the same: the same run ends with the
-// same digest, and a kill mid-save resumes to it.
-TEST_F(TrainTest, CopiedSnapshotsSaveWhatForkedOnesSave) {
-  const std::string run_dir = TempPath("copied");
-  Result result = RunTrain(
-      With(SmallRunFlags(run_dir), {"--snapshot=copy", "--save_every_steps=2"}),
-      "copied");
-  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
-  EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_);
-  SigkillDuringTheThirdSave("sigkill_copied", {"--snapshot=copy"},
-                            *straight_digest_);
+// The default saves write from write-protected pages; forked and copied
+// snapshots hold the same: the same run ends with the same digest, and a
+// kill mid-save resumes to it.
+TEST_F(TrainTest, ForkedAndCopiedSnapshotsSaveWhatProtectedOnesSave) {
+  for (const std::string mode : {"fork", "copy"}) {
+    const std::string run_dir = TempPath(mode);
+    Result result = RunTrain(With(SmallRunFlags(run_dir),
+                                  {"--snapshot=" + mode, "--save_every_steps=2"}),
+                             mode);
+    ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+    EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_) << mode;
+    SigkillDuringTheThirdSave("sigkill_" + mode, {"--snapshot=" + mode},
+                              *straight_digest_);
+  }
 }
 
 // Usage errors: exactly one line "train: error: ..." and exit code 2.
@@ -398,7 +401,7 @@ TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
   ExpectUsageError({"--run_dir=" + run_dir, "--data_dir=/nonexistent"},
                    "dataset not found", "missing_dataset");
   ExpectUsageError({"--run_dir=" + run_dir, "--snapshot=cow"},
-                   "--snapshot=cow: expected copy or fork", "bad_snapshot");
+                   "--snapshot=cow: expected protect, fork or copy", "bad_snapshot");
 }
 
 // Under `bazel run`, --run_dir=runs/a means the caller's runs/a, the same

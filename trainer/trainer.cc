@@ -379,6 +379,8 @@ class Run {
   };
   Position position_;
   int64_t last_saved_step_ = -1;
+  // MoveToHugePages ran on the state (once, before the first snapshot).
+  bool moved_to_huge_pages_ = false;
   double checkpoint_seconds_ = 0;
   double train_seconds_ = 0;
   std::unique_ptr<ProgressReporter> progress_;
@@ -479,8 +481,9 @@ absl::Status Run::Setup() {
     }
     saver_ = std::make_unique<checkpoint::AsyncCheckpointSaver>(
         checkpoint::WriterOptions(), /*keep_staging_buffers=*/true,
-        options_.snapshot == "fork" ? checkpoint::SnapshotMode::kFork
-                                    : checkpoint::SnapshotMode::kCopy);
+        options_.snapshot == "protect" ? checkpoint::SnapshotMode::kWriteProtect
+        : options_.snapshot == "fork"  ? checkpoint::SnapshotMode::kFork
+                                       : checkpoint::SnapshotMode::kCopy);
   }
 
   // The model.
@@ -802,6 +805,14 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
   if (!path.ok()) return Annotate(path.status(), "naming a checkpoint");
   checkpoint::CheckpointManager* manager = manager_.get();
   const std::string committed_path = *path;
+  if (!moved_to_huge_pages_ && options_.snapshot != "copy") {
+    // Once, now that the optimizer has made its buffers: the snapshots'
+    // page-table work is per page.
+    absl::StatusOr<uint64_t> moved =
+        checkpoint::MoveToHugePages(state.tensors);
+    if (!moved.ok()) return Annotate(moved.status(), "saving a checkpoint");
+    moved_to_huge_pages_ = true;
+  }
   checkpoint::BeforeCommit add_parts;
   if (group_->world_size() > 1) {
     add_parts = [this, save_id = SaveId(position_.global_step)](
