@@ -42,8 +42,8 @@ size_t PageSize() {
 }
 
 absl::Status Unavailable(absl::string_view what, int error) {
-  return absl::UnavailableError(absl::StrCat(
-      "memory snapshot: ", what, ": ", std::strerror(error)));
+  return absl::UnavailableError(
+      absl::StrCat("memory snapshot: ", what, ": ", std::strerror(error)));
 }
 
 // Sets or clears write protection; clearing wakes the threads waiting on
@@ -66,7 +66,7 @@ bool Protect(int uffd, uintptr_t start, size_t length, bool on) {
 // can touch a protected page.
 struct MemorySnapshot::State {
   struct Run {
-    uintptr_t start;    // page-aligned
+    uintptr_t start;  // page-aligned
     size_t pages;
     size_t first_page;  // index of its first page in the arrays below
   };
@@ -135,8 +135,7 @@ struct MemorySnapshot::State {
       if (fds[1].revents != 0) return;
       const ssize_t got = read(uffd, messages, sizeof(messages));
       if (got <= 0) continue;  // EAGAIN: another wakeup took it
-      for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg);
-           ++i) {
+      for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); ++i) {
         if (messages[i].event == UFFD_EVENT_PAGEFAULT) {
           ServeWrite(messages[i].arg.pagefault.address);
         }
@@ -176,9 +175,8 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   }
 
   // The State, its runs and its per-page arrays in one mapping.
-  const size_t runs_offset =
-      (sizeof(State) + alignof(State::Run) - 1) / alignof(State::Run) *
-      alignof(State::Run);
+  const size_t runs_offset = (sizeof(State) + alignof(State::Run) - 1) /
+                             alignof(State::Run) * alignof(State::Run);
   const size_t unread_offset = runs_offset + runs.size() * sizeof(State::Run);
   const size_t copied_offset = unread_offset + page_count * sizeof(uint32_t);
   const size_t control_bytes = copied_offset + page_count;
@@ -310,9 +308,9 @@ absl::Status MemorySnapshot::Read(const char* address, absl::Span<char> out) {
   const State::Run* run = state.Find(begin);
   if (run == nullptr || end < begin ||
       end > run->start + run->pages * page_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory snapshot: ", out.size(), " bytes at 0x", absl::Hex(begin),
-        " are not within one protected run"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory snapshot: ", out.size(), " bytes at 0x",
+                     absl::Hex(begin), " are not within one protected run"));
   }
   const size_t first = (begin - run->start) / page_size;
   const size_t last = (end - 1 - run->start) / page_size + 1;
@@ -375,15 +373,14 @@ absl::Status MemorySnapshot::Read(const char* address, absl::Span<char> out) {
     }
     size_t j = i;
     while (j < last && (flags[j - first] & kReleased)) ++j;
-    Protect(state.uffd, run->start + i * page_size, (j - i) * page_size,
-            false);
+    Protect(state.uffd, run->start + i * page_size, (j - i) * page_size, false);
     i = j;
   }
   if (overread != last) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "memory snapshot: the page at 0x",
-        absl::Hex(run->start + overread * page_size),
-        " was read more than once"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("memory snapshot: the page at 0x",
+                     absl::Hex(run->start + overread * page_size),
+                     " was read more than once"));
   }
   return absl::OkStatus();
 }

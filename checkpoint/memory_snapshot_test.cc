@@ -42,11 +42,11 @@ std::unique_ptr<MemorySnapshot> TakeOrSkip(
   return snapshot.ok() ? *std::move(snapshot) : nullptr;
 }
 
-#define TAKE_OR_SKIP(var, ranges)                                 \
-  std::unique_ptr<MemorySnapshot> var = TakeOrSkip(ranges);       \
-  if (var == nullptr) {                                           \
-    if (HasFailure()) return;                                     \
-    GTEST_SKIP() << "userfaultfd is not permitted to this user";  \
+#define TAKE_OR_SKIP(var, ranges)                                \
+  std::unique_ptr<MemorySnapshot> var = TakeOrSkip(ranges);      \
+  if (var == nullptr) {                                          \
+    if (HasFailure()) return;                                    \
+    GTEST_SKIP() << "userfaultfd is not permitted to this user"; \
   }
 
 std::vector<char> ReadAll(MemorySnapshot& snapshot, const char* data,
@@ -65,8 +65,9 @@ TEST(MemorySnapshotTest, KeepsTheBytesOfTakeWhileThreadsRewriteThem) {
   const std::vector<char> original = Pattern(8 * kMiB, 1);
   std::vector<char> memory = original;
   const std::vector<char> changed = Pattern(memory.size(), 2);
-  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
-                             {memory.data(), memory.size()}}));
+  TAKE_OR_SKIP(
+      snapshot,
+      (std::vector<MemorySnapshot::Range>{{memory.data(), memory.size()}}));
   // Two threads rewrite every byte, each half in turn.
   std::vector<std::thread> writers;
   for (size_t half = 0; half < 2; ++half) {
@@ -86,17 +87,17 @@ TEST(MemorySnapshotTest, KeepsTheBytesOfTakeWhileThreadsRewriteThem) {
 TEST(MemorySnapshotTest, PagesAlreadyReadAreWrittenWithoutACopy) {
   const std::vector<char> original = Pattern(4 * kMiB, 3);
   // Page-aligned, so that no page holds anything but these bytes.
-  char* memory = static_cast<char*>(
-      mmap(nullptr, original.size(), PROT_READ | PROT_WRITE,
-           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  char* memory =
+      static_cast<char*>(mmap(nullptr, original.size(), PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(memory, MAP_FAILED);
   std::memcpy(memory, original.data(), original.size());
   {
-    TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
-                               {memory, original.size()}}));
+    TAKE_OR_SKIP(
+        snapshot,
+        (std::vector<MemorySnapshot::Range>{{memory, original.size()}}));
     EXPECT_EQ(snapshot->protected_bytes(), original.size());
-    EXPECT_TRUE(ReadAll(*snapshot, memory, original.size(), kMiB) ==
-                original);
+    EXPECT_TRUE(ReadAll(*snapshot, memory, original.size(), kMiB) == original);
     std::memset(memory, 7, original.size());
     EXPECT_EQ(snapshot->copied_bytes(), 0u);
   }
@@ -139,8 +140,9 @@ TEST(MemorySnapshotTest, ManySmallHeapBlocksWithMallocChurnAround) {
 TEST(MemorySnapshotTest, ReadsWhileAnotherThreadWrites) {
   const std::vector<char> original = Pattern(16 * kMiB, 5);
   std::vector<char> memory = original;
-  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
-                             {memory.data(), memory.size()}}));
+  TAKE_OR_SKIP(
+      snapshot,
+      (std::vector<MemorySnapshot::Range>{{memory.data(), memory.size()}}));
   // The writer starts from the end, the reader from the start: they cross.
   std::thread writer([&] {
     for (size_t at = memory.size(); at >= 4096; at -= 4096) {
@@ -172,8 +174,9 @@ TEST(MemorySnapshotTest, UntouchedPagesReadAsZeros) {
 TEST(MemorySnapshotTest, UnreadPagesAreReleasedByTheDestructor) {
   std::vector<char> memory = Pattern(kMiB, 6);
   {
-    TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
-                               {memory.data(), memory.size()}}));
+    TAKE_OR_SKIP(
+        snapshot,
+        (std::vector<MemorySnapshot::Range>{{memory.data(), memory.size()}}));
   }
   // Would wait forever on a page left protected (the test times out).
   std::thread([&] { std::memset(memory.data(), 9, memory.size()); }).join();
@@ -183,15 +186,16 @@ TEST(MemorySnapshotTest, UnreadPagesAreReleasedByTheDestructor) {
 TEST(MemorySnapshotTest, RefusesReadsOutsideOrTwice) {
   std::vector<char> memory = Pattern(kMiB, 7);
   std::vector<char> other(4096);
-  TAKE_OR_SKIP(snapshot, (std::vector<MemorySnapshot::Range>{
-                             {memory.data() + 8192, 8192}}));
+  TAKE_OR_SKIP(
+      snapshot,
+      (std::vector<MemorySnapshot::Range>{{memory.data() + 8192, 8192}}));
   std::vector<char> out(4096);
   EXPECT_EQ(snapshot->Read(other.data(), absl::MakeSpan(out)).code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<char> too_long(kMiB);
-  EXPECT_EQ(snapshot->Read(memory.data() + 8192, absl::MakeSpan(too_long))
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      snapshot->Read(memory.data() + 8192, absl::MakeSpan(too_long)).code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).ok());
   EXPECT_EQ(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).code(),
             absl::StatusCode::kFailedPrecondition);

@@ -25,8 +25,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/huge_pages.h"
+#include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/library_versions.h"
 #include "checkpoint/memory_snapshot.h"
 #include "checkpoint/reader.h"
@@ -206,8 +206,7 @@ absl::Status SaveCheckpointOrThrow(const std::string& path,
   *(*writer)->mutable_metadata() = state.metadata;
   FillMetadata((*writer)->mutable_metadata());
   *(*writer)->mutable_training_state() = state.training_state;
-  if (absl::Status status =
-          AddTensorsOrThrow(state.tensors, **writer, protect);
+  if (absl::Status status = AddTensorsOrThrow(state.tensors, **writer, protect);
       !status.ok()) {
     return status;
   }
@@ -847,8 +846,8 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
       torch::Tensor& tensor = owned->tensors[i].second;
       if (!tensor.defined() || tensor.layout() != torch::kStrided) continue;
       if (tensor.device().is_cpu() && tensor.is_contiguous()) {
-        ranges.push_back({static_cast<const char*>(tensor.data_ptr()),
-                          tensor.nbytes()});
+        ranges.push_back(
+            {static_cast<const char*>(tensor.data_ptr()), tensor.nbytes()});
         protect->is_protected[i] = true;
       } else {
         tensor = tensor.to(torch::kCPU).contiguous();
@@ -863,20 +862,19 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   std::shared_ptr<MemorySnapshot> snapshot = *std::move(taken);
   protect->snapshot = snapshot.get();
   pending_path_ = path;
-  worker_ = std::thread([this, path, owned = std::move(owned),
-                         snapshot = std::move(snapshot),
-                         protect = std::move(protect),
-                         on_committed = std::move(on_committed),
-                         before_commit = std::move(before_commit)]() mutable {
-    absl::Status status = SaveCheckpointFrom(path, *owned, options_,
-                                             before_commit, protect.get());
-    // Releases the caller's pages, then drops the tensors.
-    protect.reset();
-    snapshot.reset();
-    owned.reset();
-    if (on_committed) on_committed(status);
-    pending_error_ = std::move(status);
-  });
+  worker_ = std::thread(
+      [this, path, owned = std::move(owned), snapshot = std::move(snapshot),
+       protect = std::move(protect), on_committed = std::move(on_committed),
+       before_commit = std::move(before_commit)]() mutable {
+        absl::Status status = SaveCheckpointFrom(path, *owned, options_,
+                                                 before_commit, protect.get());
+        // Releases the caller's pages, then drops the tensors.
+        protect.reset();
+        snapshot.reset();
+        owned.reset();
+        if (on_committed) on_committed(status);
+        pending_error_ = std::move(status);
+      });
   return absl::OkStatus();
 }
 

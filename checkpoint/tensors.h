@@ -133,12 +133,12 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //   }
 //   RETURN_IF_ERROR(saver.Wait());
 //
-// Staging memory (SnapshotMode::kCopy): the snapshot lives in one slab pre-faulted by mmap's
-// MAP_POPULATE (one kernel call instead of a fault per page), filled by
-// memcpy on several threads. With `keep_staging_buffers` (the default) the
-// slab is kept after a save and reused by the next one if it is big enough,
-// so steady-state pauses are a parallel memcpy without page faults; the
-// price is holding one copy of the state between saves.
+// Staging memory (SnapshotMode::kCopy): the snapshot lives in one slab
+// pre-faulted by mmap's MAP_POPULATE (one kernel call instead of a fault per
+// page), filled by memcpy on several threads. With `keep_staging_buffers` (the
+// default) the slab is kept after a save and reused by the next one if it is
+// big enough, so steady-state pauses are a parallel memcpy without page faults;
+// the price is holding one copy of the state between saves.
 //
 // Methods must be called from one thread; `before_commit` and
 // `on_committed` run on the background thread, the latter with the save's
@@ -201,10 +201,9 @@ enum class SnapshotMode { kCopy, kFork, kWriteProtect };
 
 class AsyncCheckpointSaver {
  public:
-  explicit AsyncCheckpointSaver(WriterOptions options = {},
-                                bool keep_staging_buffers = true,
-                                SnapshotMode snapshot =
-                                    SnapshotMode::kWriteProtect);
+  explicit AsyncCheckpointSaver(
+      WriterOptions options = {}, bool keep_staging_buffers = true,
+      SnapshotMode snapshot = SnapshotMode::kWriteProtect);
   ~AsyncCheckpointSaver();
   AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
   AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;

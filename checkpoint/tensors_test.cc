@@ -431,7 +431,8 @@ TEST(TensorsTest, WriteProtectFallsBackToForkAndSaysSo) {
     ExpectSameTensors(state.tensors, loaded->tensors);
   }
   const std::string printed = testing::internal::GetCapturedStderr();
-  EXPECT_THAT(printed, HasSubstr("write-protected snapshots are not available"));
+  EXPECT_THAT(printed,
+              HasSubstr("write-protected snapshots are not available"));
   EXPECT_THAT(printed, HasSubstr("forked snapshots instead"));
   // Once.
   EXPECT_EQ(printed.find("not available"), printed.rfind("not available"));
@@ -463,9 +464,9 @@ TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % (2 << 20), 0u);
   // The rest is left where it was: too small, a view, shared storage.
   for (const char* name : {"small", "view", "shared", "alias"}) {
-    const auto it = std::find_if(
-        tensors.begin(), tensors.end(),
-        [&](const auto& named) { return named.first == name; });
+    const auto it =
+        std::find_if(tensors.begin(), tensors.end(),
+                     [&](const auto& named) { return named.first == name; });
     EXPECT_EQ(it->second.data_ptr(), before[name]) << name;
   }
   // Still a working parameter.

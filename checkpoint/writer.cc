@@ -304,8 +304,8 @@ class DataFileWriter::Impl {
       // Part of the tensor may be in the file already: the writer cannot
       // take it back, so it stops here.
       if (!status.ok()) {
-        return Fail(base::Annotate(status, absl::StrCat(label_, ": tensor '", name,
-                                                  "'")));
+        return Fail(base::Annotate(
+            status, absl::StrCat(label_, ": tensor '", name, "'")));
       }
       XXH3_64bits_update(hash.state, out.data(), out.size());
       buffered_ += piece;

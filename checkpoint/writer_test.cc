@@ -142,8 +142,8 @@ TEST(WriterTest, AddTensorFromWritesWhatAddTensorWrites) {
       const std::string name = bytes == &small ? "small" : "large";
       const int64_t size = static_cast<int64_t>(bytes->size());
       if (!from) {
-        ASSERT_TRUE((*writer)->AddTensor(name, proto::UINT8, {size}, *bytes)
-                        .ok());
+        ASSERT_TRUE(
+            (*writer)->AddTensor(name, proto::UINT8, {size}, *bytes).ok());
         continue;
       }
       uint64_t expected_offset = 0;
@@ -153,10 +153,10 @@ TEST(WriterTest, AddTensorFromWritesWhatAddTensorWrites) {
         expected_offset += out.size();
         return absl::OkStatus();
       };
-      ASSERT_TRUE((*writer)
-                      ->AddTensorFrom(name, proto::UINT8, {size},
-                                      bytes->size(), source)
-                      .ok());
+      ASSERT_TRUE(
+          (*writer)
+              ->AddTensorFrom(name, proto::UINT8, {size}, bytes->size(), source)
+              .ok());
       EXPECT_EQ(expected_offset, bytes->size());
     }
     ASSERT_TRUE((*writer)->Commit().ok());
@@ -183,12 +183,11 @@ TEST(WriterTest, AddTensorFromRefusesBadShapesAndAbortsOnSourceErrors) {
     return absl::OkStatus();
   };
   // Checked before any byte: the writer stays usable.
-  EXPECT_THAT((*writer)
-                  ->AddTensorFrom("t", proto::FLOAT32, {3}, 8, zeros)
-                  .message(),
-              HasSubstr("got 8 bytes, shape and float32 need 12"));
-  ASSERT_TRUE((*writer)->AddTensorFrom("t", proto::FLOAT32, {3}, 12, zeros)
-                  .ok());
+  EXPECT_THAT(
+      (*writer)->AddTensorFrom("t", proto::FLOAT32, {3}, 8, zeros).message(),
+      HasSubstr("got 8 bytes, shape and float32 need 12"));
+  ASSERT_TRUE(
+      (*writer)->AddTensorFrom("t", proto::FLOAT32, {3}, 12, zeros).ok());
   // A bool byte that is not 0 or 1, seen only as it is read: aborts.
   auto twos = [](uint64_t, absl::Span<char> out) {
     std::memset(out.data(), 2, out.size());
@@ -205,13 +204,12 @@ TEST(WriterTest, AddTensorFromRefusesBadShapesAndAbortsOnSourceErrors) {
   auto failing = [](uint64_t offset, absl::Span<char>) {
     return absl::DataLossError(absl::StrCat("no bytes at ", offset));
   };
-  EXPECT_THAT((*second)
-                  ->AddTensorFrom("t", proto::UINT8, {10}, 10, failing)
-                  .message(),
-              HasSubstr("tensor 't': no bytes at 0"));
-  EXPECT_THAT((*second)->AddTensor("u", proto::UINT8, {1}, Bytes(1, 0))
-                  .message(),
-              HasSubstr("no bytes at 0"));
+  EXPECT_THAT(
+      (*second)->AddTensorFrom("t", proto::UINT8, {10}, 10, failing).message(),
+      HasSubstr("tensor 't': no bytes at 0"));
+  EXPECT_THAT(
+      (*second)->AddTensor("u", proto::UINT8, {1}, Bytes(1, 0)).message(),
+      HasSubstr("no bytes at 0"));
   EXPECT_FALSE((*second)->Commit().ok());
   EXPECT_THAT(ListDir(dir), ElementsAre());
 }

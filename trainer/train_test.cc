@@ -366,9 +366,10 @@ TEST_F(TrainTest, SigkillDuringTheThirdSaveLeavesLoadableCheckpoints) {
 TEST_F(TrainTest, ForkedAndCopiedSnapshotsSaveWhatProtectedOnesSave) {
   for (const std::string mode : {"fork", "copy"}) {
     const std::string run_dir = TempPath(mode);
-    Result result = RunTrain(With(SmallRunFlags(run_dir),
-                                  {"--snapshot=" + mode, "--save_every_steps=2"}),
-                             mode);
+    Result result =
+        RunTrain(With(SmallRunFlags(run_dir),
+                      {"--snapshot=" + mode, "--save_every_steps=2"}),
+                 mode);
     ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
     EXPECT_EQ(Digest(run_dir + "/last"), *straight_digest_) << mode;
     SigkillDuringTheThirdSave("sigkill_" + mode, {"--snapshot=" + mode},
@@ -401,7 +402,8 @@ TEST(TrainUsageTest, BadFlagsAreOneLineAndExitCodeTwo) {
   ExpectUsageError({"--run_dir=" + run_dir, "--data_dir=/nonexistent"},
                    "dataset not found", "missing_dataset");
   ExpectUsageError({"--run_dir=" + run_dir, "--snapshot=cow"},
-                   "--snapshot=cow: expected protect, fork or copy", "bad_snapshot");
+                   "--snapshot=cow: expected protect, fork or copy",
+                   "bad_snapshot");
 }
 
 // Under `bazel run`, --run_dir=runs/a means the caller's runs/a, the same
