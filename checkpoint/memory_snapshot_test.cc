@@ -4,9 +4,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -199,6 +203,77 @@ TEST(MemorySnapshotTest, RefusesReadsOutsideOrTwice) {
   EXPECT_TRUE(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).ok());
   EXPECT_EQ(snapshot->Read(memory.data() + 8192, absl::MakeSpan(out)).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Random overlapping ranges over heap blocks and one mapping, rewritten
+// by three threads at random places while the ranges are read in a random
+// order and random piece sizes: every byte read is the byte of Take.
+TEST(MemorySnapshotTest, RandomRangesUnderConcurrentWrites) {
+  std::mt19937_64 random(12345);
+  std::vector<std::unique_ptr<char[]>> blocks;
+  std::vector<std::pair<char*, size_t>> memory;  // every byte we may write
+  for (int i = 0; i < 200; ++i) {
+    const size_t size = 1 + random() % 20000;
+    blocks.emplace_back(new char[size]);
+    memory.emplace_back(blocks.back().get(), size);
+  }
+  const size_t mapped_size = 3 * kMiB + 123;
+  char* mapped =
+      static_cast<char*>(mmap(nullptr, mapped_size, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(mapped, MAP_FAILED);
+  memory.emplace_back(mapped, mapped_size);
+  for (auto& [data, size] : memory) {
+    for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(random());
+  }
+  // Ranges: each block whole, pieces of the mapping, some overlapping.
+  std::vector<MemorySnapshot::Range> ranges;
+  for (const auto& [data, size] : memory) {
+    if (data != mapped) ranges.push_back({data, size});
+  }
+  for (int i = 0; i < 40; ++i) {
+    const size_t begin = random() % mapped_size;
+    ranges.push_back({mapped + begin, 1 + random() % (mapped_size - begin)});
+  }
+  std::vector<std::vector<char>> expected;
+  for (const MemorySnapshot::Range& range : ranges) {
+    expected.emplace_back(range.data, range.data + range.size);
+  }
+  {
+    TAKE_OR_SKIP(snapshot, ranges);
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 3; ++w) {
+      writers.emplace_back([&, w] {
+        std::mt19937_64 own(w);
+        while (!stop.load(std::memory_order_relaxed)) {
+          auto& [data, size] = memory[own() % memory.size()];
+          const size_t at = own() % size;
+          const size_t n = std::min<size_t>(size - at, 1 + own() % 9000);
+          std::memset(data + at, static_cast<int>(own()), n);
+        }
+      });
+    }
+    std::vector<size_t> order(ranges.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), random);
+    for (size_t r : order) {
+      std::vector<char> got(ranges[r].size);
+      for (size_t done = 0; done < got.size();) {
+        const size_t n =
+            std::min<size_t>(got.size() - done, 1 + random() % (256 * 1024));
+        ASSERT_TRUE(snapshot
+                        ->Read(ranges[r].data + done,
+                               absl::MakeSpan(got.data() + done, n))
+                        .ok());
+        done += n;
+      }
+      ASSERT_TRUE(got == expected[r]) << "range " << r;
+    }
+    stop = true;
+    for (std::thread& writer : writers) writer.join();
+  }
+  munmap(mapped, mapped_size);
 }
 
 TEST(MemorySnapshotTest, FileMappingsAreUnavailableAndLeftWritable) {
