@@ -5,6 +5,8 @@
 // them on every build; testing/gpu/gpu_check.sh covers the binaries).
 #include <string>
 
+#include "c10/core/StreamGuard.h"
+#include "c10/core/impl/VirtualGuardImpl.h"
 #include "checkpoint/tensors.h"
 #include "checkpoint/training_state.h"
 #include "gtest/gtest.h"
@@ -73,6 +75,38 @@ TEST_F(CudaCheckpointTest, AsyncSaveSnapshotsGpuTensors) {
   absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ExpectSameTensors(expected.tensors, loaded->tensors, torch::kCPU);
+}
+
+// The caller's work runs on a stream of its own (not the default one):
+// the save still holds the values queued before SaveAsync, not the ones
+// queued after it, and large tensors go through the same path.
+TEST_F(CudaCheckpointTest, AsyncSaveOrdersWithTheCallersStream) {
+  const torch::Device cuda(torch::kCUDA, 0);
+  const c10::impl::VirtualGuardImpl guard_impl(c10::DeviceType::CUDA);
+  const c10::StreamGuard on_side_stream(
+      guard_impl.getStreamFromGlobalPool(cuda));
+  CheckpointState state;
+  state.tensors.emplace_back("big", torch::zeros({16 << 20}, cuda));
+  state.tensors.emplace_back("small", torch::zeros({100}, cuda));
+  // Queued on the side stream before the call: must be in the checkpoint.
+  for (auto& entry : state.tensors) entry.second.add_(3);
+  for (SnapshotMode mode : {SnapshotMode::kWriteProtect, SnapshotMode::kCopy,
+                            SnapshotMode::kFork}) {
+    const std::string path = test_paths::FreshDir(
+        "cuda_stream_" + std::to_string(static_cast<int>(mode)));
+    AsyncCheckpointSaver saver({}, true, mode);
+    ASSERT_TRUE(saver.SaveAsync(path, state).ok());
+    // Queued after the call: must not be.
+    for (auto& entry : state.tensors) entry.second.mul_(5);
+    ASSERT_TRUE(saver.Wait().ok());
+    absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    for (const auto& [name, tensor] : loaded->tensors) {
+      EXPECT_TRUE(torch::equal(tensor, torch::full_like(tensor, 3)))
+          << name << " mode " << static_cast<int>(mode);
+    }
+    for (auto& entry : state.tensors) entry.second.fill_(3);
+  }
 }
 
 TEST_F(CudaCheckpointTest, CudaRngStateRoundTrips) {

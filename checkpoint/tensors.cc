@@ -25,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "c10/core/Event.h"
+#include "c10/core/impl/VirtualGuardImpl.h"
 #include "checkpoint/huge_pages.h"
 #include "checkpoint/interop/tensor_source.h"
 #include "checkpoint/library_versions.h"
@@ -143,6 +145,32 @@ struct ProtectedTensors {
   std::vector<bool> is_protected;  // by index in the saved tensors
 };
 
+// Copies from a GPU made on other threads run on those threads' current
+// streams, the devices' default streams, while the caller's queued work
+// may be on a stream of its own: make each default stream wait for the
+// calling thread's current stream of the same device.
+void DefaultStreamsWaitForCurrentOnes(const NamedTensors& tensors) {
+  std::vector<torch::Device> devices;
+  for (const auto& [name, tensor] : tensors) {
+    if (tensor.defined() && tensor.is_cuda() &&
+        std::find(devices.begin(), devices.end(), tensor.device()) ==
+            devices.end()) {
+      devices.push_back(tensor.device());
+    }
+  }
+  if (devices.empty()) return;
+  // Only now: a LibTorch without CUDA has no such guard.
+  const c10::impl::VirtualGuardImpl cuda(c10::DeviceType::CUDA);
+  for (const torch::Device& device : devices) {
+    const c10::Stream current = cuda.getStream(device);
+    const c10::Stream default_stream = cuda.getDefaultStream(device);
+    if (current == default_stream) continue;
+    c10::Event queued(c10::DeviceType::CUDA);
+    queued.record(current);
+    queued.block(default_stream);
+  }
+}
+
 // Writes every tensor of `tensors` through `writer` (a CheckpointWriter or
 // a DataFileWriter), one staging copy alive at a time.
 template <typename Writer>
@@ -178,11 +206,14 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer,
       if (!added.ok()) return Annotate(added, context);
       continue;
     }
-    // Only this tensor's staging copy is alive at a time.
+    // Only this tensor's staging copy is alive at a time. From a GPU it is
+    // pinned memory (LibTorch's caching host allocator keeps it for the
+    // next tensors and saves): the device copies into it at full speed.
     torch::Tensor cpu = tensor;
     if (!tensor.device().is_cpu() || !tensor.is_contiguous()) {
-      cpu = torch::empty(tensor.sizes(),
-                         torch::TensorOptions().dtype(tensor.scalar_type()));
+      cpu = torch::empty(tensor.sizes(), torch::TensorOptions()
+                                             .dtype(tensor.scalar_type())
+                                             .pinned_memory(tensor.is_cuda()));
       cpu.copy_(tensor);
     }
     shape.assign(cpu.sizes().begin(), cpu.sizes().end());
@@ -625,6 +656,7 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
         pieces.push_back({i, 0, 0});  // size 0: a LibTorch copy_.
       }
     }
+    DefaultStreamsWaitForCurrentOnes(state.tensors);
     std::vector<absl::Status> errors(pieces.size());
     ParallelFor(pieces.size(), ThreadCount(0), [&](size_t p) {
       const CopyPiece& piece = pieces[p];
@@ -840,8 +872,12 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   protect->is_protected.resize(owned->tensors.size());
   std::vector<MemorySnapshot::Range> ranges;
   ranges.reserve(owned->tensors.size());
+  // A GPU tensor is copied on its device, queued on the caller's stream,
+  // so the pause does not wait for the copy (nor for the caller's queued
+  // work). Without room on the device it is copied into CPU memory.
   try {
     torch::NoGradGuard no_grad;
+    bool device_has_room = true;
     for (size_t i = 0; i < owned->tensors.size(); ++i) {
       torch::Tensor& tensor = owned->tensors[i].second;
       if (!tensor.defined() || tensor.layout() != torch::kStrided) continue;
@@ -849,10 +885,20 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
         ranges.push_back(
             {static_cast<const char*>(tensor.data_ptr()), tensor.nbytes()});
         protect->is_protected[i] = true;
-      } else {
-        tensor = tensor.to(torch::kCPU).contiguous();
+        continue;
       }
+      if (tensor.is_cuda() && device_has_room) {
+        try {
+          tensor = tensor.clone(at::MemoryFormat::Contiguous);
+          continue;
+        } catch (const std::exception&) {
+          device_has_room = false;  // out of memory: the host copy below
+        }
+      }
+      tensor = tensor.to(torch::kCPU).contiguous();
     }
+    // The worker reads the device copies on its own (default) streams.
+    DefaultStreamsWaitForCurrentOnes(owned->tensors);
   } catch (const std::exception& error) {
     return FromException(absl::StrCat("saving checkpoint ", path), error);
   }

@@ -165,8 +165,12 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //     replaced (`set_`) while the save runs (the saver holds references,
 //     not the old memory), nor be written by DMA (a non_blocking copy from
 //     a GPU into a pinned CPU tensor is not seen by the protection).
-//   - Tensors not in CPU memory or not contiguous are copied on the
-//     caller's thread, as in every mode; that copy is part of the pause.
+//   - A GPU tensor is copied on its device, queued on the caller's current
+//     stream: the pause is queuing the copy, and the device needs room for
+//     one more copy of its tensors while the save runs (without it, they
+//     are copied into CPU memory, which the pause waits for). Other
+//     tensors that are not CPU-contiguous are copied on the caller's
+//     thread, as in every mode.
 //   - It needs Linux >= 6.4 and the right to use userfaultfd (root,
 //     CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to
 //     /dev/userfaultfd), and anonymous memory (not tensors over a file
