@@ -7,7 +7,8 @@
 # BUNDLE_BUILD_FLAGS (default "-c opt") are the build flags besides
 # --config=torch2.
 #
-#   OUT_DIR/bin/    train, ckpt, export, run, cuda_test, libtorch_linked_test
+#   OUT_DIR/bin/    train, ckpt, export, run, cuda_test, libtorch_linked_test,
+#                   save_load_benchmark
 #                   (-c opt, --config=torch2: the pinned torch 2.11.0 wheel)
 #   OUT_DIR/lib/    the Debian shared libraries they load besides glibc,
 #                   libstdc++, LibTorch and CUDA (Abseil, Protobuf, xxHash...)
@@ -21,7 +22,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="${1:-${root}/gpu_bundle}"
 cd "${root}"
 targets=(//trainer:train //checkpoint:ckpt //export //runner:run
-  //checkpoint:cuda_test //checkpoint:libtorch_linked_test)
+  //checkpoint:cuda_test //checkpoint:libtorch_linked_test
+  //checkpoint:save_load_benchmark)
 read -r -a flags <<<"${BUNDLE_BUILD_FLAGS--c opt}"
 tools/bazel build "${flags[@]}" --config=torch2 "${targets[@]}" >&2
 bin_dir="$(tools/bazel info "${flags[@]}" --config=torch2 bazel-bin 2>/dev/null)"
@@ -29,7 +31,8 @@ bin_dir="$(tools/bazel info "${flags[@]}" --config=torch2 bazel-bin 2>/dev/null)
 rm -rf "${out}"
 mkdir -p "${out}/bin" "${out}/lib" "${out}/data"
 for path in trainer/train checkpoint/ckpt export/export runner/run \
-  checkpoint/cuda_test checkpoint/libtorch_linked_test; do
+  checkpoint/cuda_test checkpoint/libtorch_linked_test \
+  checkpoint/save_load_benchmark; do
   cp "${bin_dir}/${path}" "${out}/bin/"
 done
 # Libraries resolved outside LibTorch's wheel, CUDA and the C/C++ runtime.

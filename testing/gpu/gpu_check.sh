@@ -185,6 +185,40 @@ else
   report resume_amp SKIP "--amp needs CUDA"
 fi
 
+# Issue 12's rows (docs/PERFORMANCE.md): saves of the device's state
+# against (pinned device-to-host copy +) a raw write, the asynchronous
+# pause, loads onto the device against torch::load onto it. 2 GiB of
+# 256 x 8 MiB and 20,000 x 4 KiB (--quick: a quarter of each). The check
+# passes when the benchmark runs; each target's MET or MISSED is an INFO
+# line.
+check_save_load_benchmark() {
+  local name="save_load_benchmark_${device}" large=256 small=20000
+  needs_device "${name}" || return 0
+  if [[ ! -x "${bin}/save_load_benchmark" ]]; then
+    report "${name}" SKIP "not in the bundle"
+    return 0
+  fi
+  ((quick)) && large=64 && small=5000
+  mkdir -p "${work}/${name}"
+  if "${bin}/save_load_benchmark" --device="${device}" --rss=false \
+    --large_count="${large}" --large_bytes=8388608 --small_count="${small}" \
+    --dir="${work}/${name}" >"${work}/${name}.out" 2>"${work}/${name}.err"; then
+    report "${name}" PASS "$(grep -c ' MET$' "${work}/${name}.out") targets met, $(grep -c ' MISSED$' "${work}/${name}.out") missed; figures in ${work}/${name}.out"
+    local set=""
+    while IFS= read -r line; do
+      case "${line}" in
+        large:* | small:*) set="${line%%:*}" ;;
+        *"target "*) report "${name} ${set}" INFO "${line#*target }" ;;
+        *"pause"* | *"SaveCheckpoint "* | *"raw write"* | *"torch::"* | *"LoadCheckpoint verified"*)
+          report "${name} ${set}" INFO "$(echo "${line}" | sed 's/^ *//; s/  */ /g')" ;;
+      esac
+    done <"${work}/${name}.out"
+  else
+    report "${name}" FAIL "$(tail -1 "${work}/${name}.err")"
+  fi
+}
+check_save_load_benchmark
+
 # Two processes under this machine's torchrun: Gloo on the CPU, NCCL on
 # CUDA (one GPU each, cuda:LOCAL_RANK). With fewer than two GPUs the second
 # process must be refused with one line naming the reason (NCCL does not
