@@ -109,6 +109,30 @@ TEST_F(CudaCheckpointTest, AsyncSaveOrdersWithTheCallersStream) {
   }
 }
 
+// Many small GPU tensors, copied to the host in groups (by device and
+// dtype), with the groups broken by other dtypes, an empty tensor, a
+// transposed one and a large one: every tensor keeps its own bytes.
+TEST_F(CudaCheckpointTest, SmallGpuTensorsSaveInGroups) {
+  const torch::Device cuda(torch::kCUDA, 0);
+  torch::manual_seed(5);
+  CheckpointState state;
+  for (int i = 0; i < 3000; ++i) {
+    torch::Tensor tensor = torch::randn({1 + i % 37}, cuda);
+    if (i % 500 == 7) tensor = tensor.to(torch::kHalf);
+    if (i % 700 == 3) tensor = torch::arange(i % 11, cuda);
+    state.tensors.emplace_back("t" + std::to_string(i), tensor);
+  }
+  state.tensors.emplace_back("empty", torch::zeros({0}, cuda));
+  state.tensors.emplace_back("transposed", torch::randn({9, 4}, cuda).t());
+  state.tensors.emplace_back("large", torch::randn({1 << 20}, cuda));
+  state.tensors.emplace_back("after", torch::randn({5}, cuda));
+  const std::string path = test_paths::FreshDir("cuda_groups");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSameTensors(state.tensors, loaded->tensors, torch::kCPU);
+}
+
 TEST_F(CudaCheckpointTest, CudaRngStateRoundTrips) {
   proto::RngState rng;
   NamedTensors tensors;
