@@ -252,8 +252,7 @@ void RunSet(const std::string& label, int count, int64_t bytes_each,
       "\n%s: %d tensors x %lld bytes = %.3f GiB (float32) on %s, best of "
       "%d\n",
       label.c_str(), count, static_cast<long long>(bytes_each), bytes / kGiB,
-      device.str().c_str(),
-      repeats);
+      device.str().c_str(), repeats);
   const std::string ours = dir + "/ours";
   const std::string torch_file = dir + "/torch.pt";
   const std::string raw = dir + "/raw.bin";
@@ -433,8 +432,8 @@ void RunSet(const std::string& label, int count, int64_t bytes_each,
   // The targets of issue 12 (docs/PERFORMANCE.md, "Snapshots").
   std::printf(" targets:\n");
   if (gpu) {
-    Target("GPU save >= 0.9x pinned D2H + raw write", best["raw"] / ours_s,
-           0.9, true);
+    Target("GPU save >= 0.9x pinned D2H + raw write", best["raw"] / ours_s, 0.9,
+           true);
     Target("GPU async pause (protect), first save <= 5% of sync save (%)",
            100.0 * first_lazy_pause_s["protect"] / ours_s, 5, false);
     Target("GPU async pause (protect), any save <= 5% of sync save (%)",
