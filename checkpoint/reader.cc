@@ -144,12 +144,12 @@ class CheckpointReader::Impl {
           absl::StrCat(path_, ": ", entries.size(), " tensors but ",
                        destinations.size(), " destinations"));
     }
-    constexpr uint64_t kRunBytes = uint64_t{1} << 20;
     std::vector<char> run_buffer;
     size_t i = 0;
     while (i < entries.size()) {
       // The run [i, end): same data file, each entry after the previous
-      // with a gap no larger than the alignment, at most kRunBytes in all.
+      // with a gap no larger than the alignment, at most kMaxReadRunBytes in
+      // all.
       absl::StatusOr<int> first = Resolve(*entries[i]);
       if (!first.ok()) return first.status();
       const proto::TensorEntry& head = manifest_.tensors(*first);
@@ -162,7 +162,8 @@ class CheckpointReader::Impl {
         const proto::TensorEntry& own = manifest_.tensors(*next);
         if (own.data_file() != head.data_file() || own.offset() < run_end ||
             own.offset() - run_end > manifest_.alignment() ||
-            own.offset() + own.size_bytes() - head.offset() > kRunBytes) {
+            own.offset() + own.size_bytes() - head.offset() >
+                kMaxReadRunBytes) {
           break;
         }
         run.push_back(&own);

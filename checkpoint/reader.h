@@ -36,6 +36,11 @@
 
 namespace checkpoint {
 
+// ReadTensors reads a run of neighbouring tensors of at most this many
+// bytes with one pread; a caller batching small tensors for it uses the same
+// bound.
+inline constexpr uint64_t kMaxReadRunBytes = uint64_t{1} << 20;
+
 struct ReaderOptions {
   bool verify_checksums = true;
   // Map data files into memory (read-only, MAP_SHARED); MappedTensor()

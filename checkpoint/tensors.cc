@@ -465,7 +465,6 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
   // Phase 1, in parallel: read (or map) and verify every tensor on CPU, in
   // batches: a run of small tensors is read with one call (ReadTensors).
   constexpr int64_t kSmallTensorBytes = int64_t{64} << 10;
-  constexpr int64_t kBatchBytes = int64_t{1} << 20;
   std::vector<std::pair<int, int>> batches;  // [first, end)
   for (int i = 0; i < count;) {
     int end = i + 1;
@@ -473,7 +472,7 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     if (!options.use_mmap && bytes < kSmallTensorBytes) {
       while (end < count &&
              manifest.tensors(end).size_bytes() < kSmallTensorBytes &&
-             bytes + manifest.tensors(end).size_bytes() <= kBatchBytes) {
+             bytes + manifest.tensors(end).size_bytes() <= kMaxReadRunBytes) {
         bytes += manifest.tensors(end).size_bytes();
         ++end;
       }

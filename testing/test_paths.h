@@ -37,6 +37,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "tools/base/exit_code.h"
 
 namespace test_paths {
 namespace internal {
@@ -218,11 +219,7 @@ inline CommandResult RunCommand(absl::string_view command) {
   const int status = std::system(line.c_str());
   if (status == -1) internal::Die(absl::StrCat("cannot run: ", command));
   CommandResult result;
-  if (WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    result.exit_code = 128 + WTERMSIG(status);
-  }
+  result.exit_code = base::ShellExitCode(status);
   result.stdout_text = ReadFile(out);
   result.stderr_text = ReadFile(err);
   std::error_code ignored;

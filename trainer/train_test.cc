@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
+#include "tools/base/exit_code.h"
 #include "trainer/trainer_state.h"
 
 namespace {
@@ -79,8 +80,7 @@ Process Start(std::vector<std::string> args, const std::string& log_name) {
 int Wait(const Process& process) {
   int status = 0;
   waitpid(process.pid, &status, 0);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WEXITSTATUS(status);
+  return base::ShellExitCode(status);
 }
 
 struct Result {

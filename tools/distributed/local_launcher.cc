@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "tools/base/exit_code.h"
 #include "tools/base/files.h"
 
 extern char** environ;
@@ -47,12 +48,6 @@ bool SetByLauncher(absl::string_view entry,
     if (absl::StartsWith(entry, name_and_equals)) return true;
   }
   return absl::StartsWith(entry, "TORCHELASTIC_");
-}
-
-int ExitCode(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 1;
 }
 
 struct Process {
@@ -152,7 +147,7 @@ absl::StatusOr<int> RunLocalJob(const LocalJob& job,
       if (done != process.pid) continue;
       process.running = false;
       --running;
-      const int code = ExitCode(status);
+      const int code = base::ShellExitCode(status);
       if (code != 0 && !failed) {
         failed = true;
         job_exit = code;

@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
+#include "tools/base/exit_code.h"
 #include "tools/distributed/local_launcher.h"
 
 namespace distributed {
@@ -67,7 +68,7 @@ int Wait(Rank& rank, std::chrono::seconds limit) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return base::ShellExitCode(status);
 }
 
 constexpr char kNoGloo[] =
