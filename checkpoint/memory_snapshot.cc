@@ -146,14 +146,30 @@ struct MemorySnapshot::State {
             false);
   }
 
+  // The server cannot go on (it never happened): writes must not wait
+  // for it forever, so every page is let go, and the snapshot no longer
+  // holds. Reads still return; what they return may be newer.
+  void GiveUp() {
+    for (size_t i = 0; i < run_count; ++i) {
+      Protect(uffd, runs[i].start, runs[i].pages * page_size, false);
+    }
+  }
+
   void Serve() {
     struct pollfd fds[2] = {{uffd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     struct uffd_msg messages[16];
     for (;;) {
-      if (poll(fds, 2, -1) < 0) continue;  // EINTR
+      if (poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return GiveUp();
+      }
       if (fds[1].revents != 0) return;
+      if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+        return GiveUp();
+      }
       const ssize_t got = read(uffd, messages, sizeof(messages));
-      if (got <= 0) continue;  // EAGAIN: another wakeup took it
+      if (got < 0 && errno != EAGAIN && errno != EINTR) return GiveUp();
+      if (got <= 0) continue;  // another wakeup took it
       for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); ++i) {
         if (messages[i].event == UFFD_EVENT_PAGEFAULT) {
           ServeWrite(messages[i].arg.pagefault.address);
@@ -222,8 +238,14 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
     while (at < end) {
       const uintptr_t page_end = (at & ~(page_size - 1)) + page_size;
       const uintptr_t piece_end = std::min(end, page_end);
-      state->unread[run->first_page + (at - run->start) / page_size] +=
-          static_cast<uint32_t>(piece_end - at);
+      uint32_t& unread =
+          state->unread[run->first_page + (at - run->start) / page_size];
+      // Only a million ranges over one page could overflow it.
+      if (__builtin_add_overflow(unread, static_cast<uint32_t>(piece_end - at),
+                                 &unread)) {
+        return absl::UnavailableError(
+            "memory snapshot: too many ranges overlap one page");
+      }
       at = piece_end;
     }
   }

@@ -293,9 +293,12 @@ TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
   }
   state.tensors.emplace_back("transposed", torch::rand({50, 70}).t());
   state.tensors.emplace_back("ints", torch::arange(999, torch::kInt64));
-  // Larger than the writer's buffer and than a copied block.
+  // Larger than the writer's buffer and than a copied block, on 4 KiB
+  // pages and on huge pages (MoveToHugePages moves only the second).
   state.tensors.emplace_back("large", torch::rand({5 << 20}));
   state.tensors.emplace_back("tied", state.tensors[0].second);
+  state.tensors.emplace_back("huge", torch::rand({3 << 20}));
+  ASSERT_TRUE(MoveToHugePages({state.tensors.back()}).ok());
   const std::string sync_path = UniqueTempPath("moment-sync");
   ASSERT_TRUE(SaveCheckpoint(sync_path, state).ok());
   const std::string async_path = UniqueTempPath("moment-async");
