@@ -244,13 +244,10 @@ class DataFileWriter::Impl {
     const uint64_t tensor_offset = offset_ + padding;
     uint64_t checksum = 0;
     if (bytes.size() < kDirectWriteThreshold) {
-      if (buffered_ + padding + bytes.size() > kWriteBufferSize) {
-        if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
-          return status;
-        }
+      if (absl::Status status = BufferPadding(padding, bytes.size());
+          !status.ok()) {
+        return status;
       }
-      std::memset(buffer_.get() + buffered_, 0, padding);
-      buffered_ += padding;
       char* copy = buffer_.get() + buffered_;
       if (!bytes.empty()) std::memcpy(copy, bytes.data(), bytes.size());
       // Hash the copy: those are exactly the bytes that reach the file even
@@ -258,7 +255,7 @@ class DataFileWriter::Impl {
       checksum = XXH3_64bits(copy, bytes.size());
       buffered_ += bytes.size();
     } else {
-      if (absl::Status status = BufferPadding(padding); !status.ok()) {
+      if (absl::Status status = BufferPadding(padding, 0); !status.ok()) {
         return status;
       }
       if (hasher_ == nullptr) hasher_ = std::make_unique<BackgroundHasher>();
@@ -282,7 +279,7 @@ class DataFileWriter::Impl {
     }
     const uint64_t padding = Padding();
     const uint64_t tensor_offset = offset_ + padding;
-    if (absl::Status status = BufferPadding(padding); !status.ok()) {
+    if (absl::Status status = BufferPadding(padding, 0); !status.ok()) {
       return status;
     }
     // Pieces go straight into the write buffer and are hashed there: the
@@ -406,11 +403,12 @@ class DataFileWriter::Impl {
     return (kTensorAlignment - offset_ % kTensorAlignment) % kTensorAlignment;
   }
 
-  // Buffers the zeros before a tensor. The buffer starts at whatever file
-  // offset the last flush ended at, so they may not fit behind the
-  // buffered bytes.
-  absl::Status BufferPadding(uint64_t padding) {
-    if (buffered_ + padding > kWriteBufferSize) {
+  // Buffers the zeros before a tensor, flushing first unless they and the
+  // `following` bytes to be buffered behind them fit. The buffer starts at
+  // whatever file offset the last flush ended at, so even the zeros alone
+  // may not fit behind the buffered bytes.
+  absl::Status BufferPadding(uint64_t padding, uint64_t following) {
+    if (buffered_ + padding + following > kWriteBufferSize) {
       if (absl::Status status = Flush(nullptr, 0); !status.ok()) {
         return status;
       }
@@ -557,11 +555,7 @@ class CheckpointWriter::Impl {
                          absl::Span<const int64_t> shape,
                          absl::Span<const char> bytes,
                          absl::string_view saved_device) {
-    if (!error_.ok()) return error_;
-    if (committed_) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(final_path_, ": AddTensor after Commit"));
-    }
+    RETURN_IF_ERROR(CheckAddable());
     absl::Status status =
         data_->AddTensor(name, dtype, shape, bytes, saved_device);
     // A refused tensor leaves the writer usable; a failed write does not.
@@ -572,11 +566,7 @@ class CheckpointWriter::Impl {
                              absl::Span<const int64_t> shape,
                              uint64_t size_bytes, TensorBytesSource source,
                              absl::string_view saved_device) {
-    if (!error_.ok()) return error_;
-    if (committed_) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(final_path_, ": AddTensor after Commit"));
-    }
+    RETURN_IF_ERROR(CheckAddable());
     absl::Status status = data_->AddTensorFrom(name, dtype, shape, size_bytes,
                                                source, saved_device);
     return data_->impl_->failed() ? Fail(status) : status;
@@ -686,6 +676,16 @@ class CheckpointWriter::Impl {
   const std::string& temporary_path() const { return temporary_; }
 
  private:
+  // A tensor may still be added: no earlier failure, no commit yet.
+  absl::Status CheckAddable() const {
+    if (!error_.ok()) return error_;
+    if (committed_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(final_path_, ": AddTensor after Commit"));
+    }
+    return absl::OkStatus();
+  }
+
   std::string DataFileName(uint32_t index) const {
     char name[32];
     std::snprintf(name, sizeof(name), "data-%05u.bin", index);
