@@ -178,34 +178,50 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer,
                                const ProtectedTensors* protect = nullptr) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> shape;
+  auto context = [&](size_t i) {
+    return absl::StrCat("tensor '", tensors[i].first, "'");
+  };
   // The tensor's proto dtype, or why it cannot be saved.
   auto check = [&](size_t i) -> absl::StatusOr<proto::DType> {
-    const auto& [name, tensor] = tensors[i];
-    const std::string context = absl::StrCat("tensor '", name, "'");
+    const torch::Tensor& tensor = tensors[i].second;
     if (!tensor.defined()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(context, ": undefined tensor"));
+          absl::StrCat(context(i), ": undefined tensor"));
     }
     if (tensor.layout() != torch::kStrided) {
       return absl::InvalidArgumentError(absl::StrCat(
-          context, ": only dense (strided) tensors are supported"));
+          context(i), ": only dense (strided) tensors are supported"));
     }
     const proto::DType dtype = ToProtoDType(tensor.scalar_type());
     if (dtype == proto::DTYPE_UNSPECIFIED) {
       return absl::InvalidArgumentError(
-          absl::StrCat(context, ": unsupported dtype ",
+          absl::StrCat(context(i), ": unsupported dtype ",
                        c10::toString(tensor.scalar_type())));
     }
     return dtype;
   };
+  // Adds tensor i from `host`, its bytes in CPU memory.
   auto add = [&](size_t i, proto::DType dtype, const torch::Tensor& host) {
-    const auto& [name, tensor] = tensors[i];
+    const torch::Tensor& tensor = tensors[i].second;
     shape.assign(tensor.sizes().begin(), tensor.sizes().end());
     absl::Span<const char> bytes(static_cast<const char*>(host.data_ptr()),
                                  host.nbytes());
+    return Annotate(writer.AddTensor(tensors[i].first, dtype, shape, bytes,
+                                     tensor.device().str()),
+                    context(i));
+  };
+  // Adds tensor i as the snapshot holds it.
+  auto add_protected = [&](size_t i, proto::DType dtype) {
+    const torch::Tensor& tensor = tensors[i].second;
+    shape.assign(tensor.sizes().begin(), tensor.sizes().end());
+    const char* data = static_cast<const char*>(tensor.data_ptr());
+    auto source = [&](uint64_t offset, absl::Span<char> out) {
+      return protect->snapshot->Read(data + offset, out);
+    };
     return Annotate(
-        writer.AddTensor(name, dtype, shape, bytes, tensor.device().str()),
-        absl::StrCat("tensor '", name, "'"));
+        writer.AddTensorFrom(tensors[i].first, dtype, shape, tensor.nbytes(),
+                             source, tensor.device().str()),
+        context(i));
   };
   // Small GPU tensors of one dtype are copied to the host in groups: one
   // concatenation on the device and one copy, instead of one synchronizing
@@ -214,10 +230,8 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer,
   constexpr int64_t kGroupBytes = int64_t{16} << 20;
   auto groupable = [&](size_t i) {
     const torch::Tensor& tensor = tensors[i].second;
-    return tensor.defined() && tensor.layout() == torch::kStrided &&
-           tensor.is_cuda() && tensor.is_contiguous() &&
-           static_cast<int64_t>(tensor.nbytes()) < kGroupedTensorBytes &&
-           ToProtoDType(tensor.scalar_type()) != proto::DTYPE_UNSPECIFIED;
+    return check(i).ok() && tensor.is_cuda() && tensor.is_contiguous() &&
+           static_cast<int64_t>(tensor.nbytes()) < kGroupedTensorBytes;
   };
   for (size_t i = 0; i < tensors.size();) {
     absl::StatusOr<proto::DType> dtype = check(i);
@@ -257,16 +271,8 @@ absl::Status AddTensorsOrThrow(const NamedTensors& tensors, Writer& writer,
       continue;
     }
     if (protect != nullptr && protect->is_protected[i]) {
-      shape.assign(tensor.sizes().begin(), tensor.sizes().end());
-      const char* data = static_cast<const char*>(tensor.data_ptr());
-      auto source = [&](uint64_t offset, absl::Span<char> out) {
-        return protect->snapshot->Read(data + offset, out);
-      };
-      absl::Status added =
-          writer.AddTensorFrom(tensors[i].first, *dtype, shape, tensor.nbytes(),
-                               source, tensor.device().str());
-      if (!added.ok()) {
-        return Annotate(added, absl::StrCat("tensor '", tensors[i].first, "'"));
+      if (absl::Status added = add_protected(i, *dtype); !added.ok()) {
+        return added;
       }
       ++i;
       continue;
