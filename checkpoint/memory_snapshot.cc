@@ -105,6 +105,12 @@ struct MemorySnapshot::State {
   size_t control_bytes = 0;    // the mapping this State lives at the start of
   std::atomic<size_t> copied_pages{0};
 
+  size_t Length(const Run& run) const { return run.pages * page_size; }
+
+  bool ProtectRun(size_t i, bool on) const {
+    return Protect(uffd, runs[i].start, Length(runs[i]), on);
+  }
+
   // The run holding `address`, or null.
   const Run* Find(uintptr_t address) const {
     const Run* end = runs + run_count;
@@ -113,7 +119,7 @@ struct MemorySnapshot::State {
         [](uintptr_t a, const Run& run) { return a < run.start; });
     if (after == runs) return nullptr;
     const Run* run = after - 1;
-    return address < run->start + run->pages * page_size ? run : nullptr;
+    return address < run->start + Length(*run) ? run : nullptr;
   }
 
   char* CopyOf(size_t page) { return copies + page * page_size; }
@@ -151,7 +157,7 @@ struct MemorySnapshot::State {
   // holds. Reads still return; what they return may be newer.
   void GiveUp() {
     for (size_t i = 0; i < run_count; ++i) {
-      Protect(uffd, runs[i].start, runs[i].pages * page_size, false);
+      ProtectRun(i, false);
     }
   }
 
@@ -284,11 +290,11 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   for (size_t i = 0; i < state->run_count; ++i) {
     struct uffdio_register registration = {};
     registration.range.start = state->runs[i].start;
-    registration.range.len = state->runs[i].pages * page_size;
+    registration.range.len = state->Length(state->runs[i]);
     registration.mode = UFFDIO_REGISTER_MODE_WP;
     if (ioctl(uffd, UFFDIO_REGISTER, &registration) != 0) {
       return Unavailable(
-          absl::StrCat("watching ", state->runs[i].pages * page_size,
+          absl::StrCat("watching ", state->Length(state->runs[i]),
                        " bytes at 0x", absl::Hex(state->runs[i].start)),
           errno);
     }
@@ -301,8 +307,7 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   // wait for nobody.
   snapshot->server_ = std::thread([state] { state->Serve(); });
   for (size_t i = 0; i < state->run_count; ++i) {
-    if (!Protect(uffd, state->runs[i].start, state->runs[i].pages * page_size,
-                 true)) {
+    if (!state->ProtectRun(i, true)) {
       return Unavailable("write-protecting memory", errno);
     }
     state->protected_runs = i + 1;
@@ -318,8 +323,7 @@ MemorySnapshot::~MemorySnapshot() {
   // Unprotect first, while the server still answers; then nothing can
   // fault, and the server may stop.
   for (size_t i = 0; i < state.protected_runs; ++i) {
-    Protect(state.uffd, state.runs[i].start, state.runs[i].pages * page_size,
-            false);
+    state.ProtectRun(i, false);
   }
   if (server_.joinable()) {
     const uint64_t one = 1;
@@ -329,7 +333,7 @@ MemorySnapshot::~MemorySnapshot() {
   }
   for (size_t i = 0; i < state.registered_runs; ++i) {
     struct uffdio_range range = {state.runs[i].start,
-                                 state.runs[i].pages * page_size};
+                                 state.Length(state.runs[i])};
     (void)ioctl(state.uffd, UFFDIO_UNREGISTER, &range);
   }
   if (state.uffd >= 0) close(state.uffd);
@@ -347,8 +351,7 @@ absl::Status MemorySnapshot::Read(const char* address, absl::Span<char> out) {
   const uintptr_t begin = reinterpret_cast<uintptr_t>(address);
   const uintptr_t end = begin + out.size();
   const State::Run* run = state.Find(begin);
-  if (run == nullptr || end < begin ||
-      end > run->start + run->pages * page_size) {
+  if (run == nullptr || end < begin || end > run->start + state.Length(*run)) {
     return absl::InvalidArgumentError(
         absl::StrCat("memory snapshot: ", out.size(), " bytes at 0x",
                      absl::Hex(begin), " are not within one protected run"));
