@@ -75,8 +75,8 @@ class CheckpointReader {
 
   // ReadTensor for several tensors at once: entries that follow each other
   // closely in one data file (gaps of at most the alignment padding, runs
-  // of at most 1 MiB) are read with one pread per run instead of one per
-  // tensor, which is what loading many small tensors costs. Each
+  // of at most kMaxReadRunBytes) are read with one pread per run instead of one
+  // per tensor, which is what loading many small tensors costs. Each
   // destination is checked like ReadTensor's; the first error names its
   // tensor.
   absl::Status ReadTensors(

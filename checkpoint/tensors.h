@@ -272,9 +272,11 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
 // times fewer. Call it once the state exists (after the optimizer's first
 // step made its buffers), before saving. Skipped: tensors smaller than
 // 2 MiB, not contiguous, views (a storage offset or a storage larger than
-// the tensor) and tensors whose storage another tensor shares (moving one
-// would break the sharing). Returns the bytes moved; kResourceExhausted if
-// memory runs out (the tensors moved so far stay moved).
+// the tensor), tensors whose storage another tensor shares (moving one
+// would break the sharing), and tensors already at a 2 MiB boundary (moved
+// before, or placed by LibTorch's THP_MEM_ALLOC_ENABLE). Returns the bytes
+// moved; kResourceExhausted if memory runs out (the tensors moved so far stay
+// moved).
 absl::StatusOr<uint64_t> MoveToHugePages(const NamedTensors& tensors);
 
 // The proto dtype for a torch dtype, or DTYPE_UNSPECIFIED if unsupported.
