@@ -14,11 +14,16 @@ namespace checkpoint {
 namespace {
 
 size_t RoundToPages(size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t page = PageSize();
   return (bytes + page - 1) / page * page;
 }
 
 }  // namespace
+
+size_t PageSize() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
 
 absl::StatusOr<char*> MapHugePages(size_t bytes, bool reserve) {
   const size_t length = RoundToPages(bytes == 0 ? 1 : bytes);

@@ -13,6 +13,9 @@ namespace checkpoint {
 
 inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 
+// The kernel's base page size (4 KiB on x86-64).
+size_t PageSize();
+
 // Maps `bytes` (rounded up to 4 KiB pages) of zeroed memory starting at a
 // 2 MiB boundary, and asks for huge pages (madvise(MADV_HUGEPAGE)) before
 // any page is touched. Where the kernel has no huge pages to give (THP

@@ -36,11 +36,6 @@ namespace {
 // trip per 2 MiB instead of one per page.
 constexpr size_t kPagesPerFault = 512;
 
-size_t PageSize() {
-  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  return size;
-}
-
 absl::Status Unavailable(absl::string_view what, int error) {
   return absl::UnavailableError(
       absl::StrCat("memory snapshot: ", what, ": ", std::strerror(error)));
