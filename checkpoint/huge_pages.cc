@@ -3,12 +3,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+
+// Linux 6.1; glibc's headers here predate it.
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
 
 namespace checkpoint {
 namespace {
@@ -53,6 +60,29 @@ absl::StatusOr<char*> MapHugePages(size_t bytes, bool reserve) {
 
 void UnmapHugePages(char* data, size_t bytes) {
   if (data != nullptr) munmap(data, RoundToPages(bytes == 0 ? 1 : bytes));
+}
+
+uint64_t CollapseIntoHugePages(
+    absl::Span<const std::pair<uintptr_t, uintptr_t>> spans) {
+  constexpr uintptr_t kMask = ~(uintptr_t{kHugePageBytes} - 1);
+  std::vector<uintptr_t> blocks;
+  for (const auto& [begin, end] : spans) {
+    for (uintptr_t block = begin & kMask; block < end;
+         block += kHugePageBytes) {
+      blocks.push_back(block);
+    }
+  }
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  uint64_t collapsed = 0;
+  // One block per call: one refused block must not cost its neighbours.
+  for (const uintptr_t block : blocks) {
+    if (madvise(reinterpret_cast<void*>(block), kHugePageBytes,
+                MADV_COLLAPSE) == 0) {
+      collapsed += kHugePageBytes;
+    }
+  }
+  return collapsed;
 }
 
 }  // namespace checkpoint

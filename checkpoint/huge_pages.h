@@ -6,8 +6,11 @@
 #define CHECKPOINT_HUGE_PAGES_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace checkpoint {
 
@@ -25,6 +28,16 @@ size_t PageSize();
 // when mmap fails.
 absl::StatusOr<char*> MapHugePages(size_t bytes, bool reserve = true);
 void UnmapHugePages(char* data, size_t bytes);
+
+// Puts memory already in use (the heap blocks of many small tensors) on
+// huge pages now: every 2 MiB-aligned block holding a byte of one of the
+// [begin, end) address spans is collapsed by the kernel
+// (madvise(MADV_COLLAPSE), Linux >= 6.1), its untouched pages filled with
+// zeros. The contents stay as they were. Best effort: a block the kernel
+// refuses (not anonymous, crossing the end of its mapping, no huge page
+// free, an older kernel) stays as it is. Returns the bytes collapsed.
+uint64_t CollapseIntoHugePages(
+    absl::Span<const std::pair<uintptr_t, uintptr_t>> spans);
 
 }  // namespace checkpoint
 

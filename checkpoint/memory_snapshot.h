@@ -20,9 +20,11 @@
 //     the snapshot's own thread has copied the 2 MiB block around it (on
 //     huge pages where the kernel has them), then goes on: one round trip
 //     per 2 MiB written.
-//   - Each byte is meant to be read once. A page is unprotected as soon as
-//     every byte of every range on it has been read, so that writes to it
-//     no longer wait; the destructor unprotects the rest.
+//   - Each byte is meant to be read once. Pages are unprotected in 2 MiB
+//     blocks, as soon as every byte of every range in the block has been
+//     read, so that writes to them no longer wait (a block, not a page: a
+//     huge page unprotected in parts is split by the kernel for good); the
+//     destructor unprotects the rest.
 //   - Memory that is not anonymous and private (a file mapping, a mapping
 //     already watched by another snapshot), a kernel before 6.4, or a
 //     process without the right to use userfaultfd (root, CAP_SYS_PTRACE,
@@ -56,9 +58,23 @@ class MemorySnapshot {
   };
 
   // Protects every page that holds a byte of `ranges` (overlapping ranges
-  // are fine; empty ones are ignored).
+  // are fine; empty ones are ignored): Prepare, then Protect.
   static absl::StatusOr<std::unique_ptr<MemorySnapshot>> Take(
       absl::Span<const Range> ranges);
+
+  // Take in two steps, for a caller whose own memory may lie on the pages
+  // it protects (the heap around small tensors): Prepare does all that
+  // allocates (and everything that can be unavailable but the protection
+  // itself), Protect only asks the kernel. Between the two nothing is
+  // protected yet and Read returns the bytes as they are. After Protect
+  // returns, any write of the caller's to a protected page (a malloc or
+  // free of a block next to a tensor) waits for a 2 MiB copy, so a caller
+  // that wants a short pause allocates nothing more until it has let go.
+  static absl::StatusOr<std::unique_ptr<MemorySnapshot>> Prepare(
+      absl::Span<const Range> ranges);
+  // kUnavailable if the kernel refuses (nothing is left protected then).
+  // Writes no memory but the snapshot's own mapping.
+  absl::Status Protect();
 
   // Unprotects every page still protected and frees the copies.
   ~MemorySnapshot();

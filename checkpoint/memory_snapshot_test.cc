@@ -6,16 +6,21 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cinttypes>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "checkpoint/huge_pages.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
 
@@ -49,7 +54,7 @@ std::unique_ptr<MemorySnapshot> TakeOrSkip(
 #define TAKE_OR_SKIP(var, ranges)                                \
   std::unique_ptr<MemorySnapshot> var = TakeOrSkip(ranges);      \
   if (var == nullptr) {                                          \
-    if (HasFailure()) return;                                    \
+    if (::testing::Test::HasFailure()) return;                   \
     GTEST_SKIP() << "userfaultfd is not permitted to this user"; \
   }
 
@@ -109,20 +114,34 @@ TEST(MemorySnapshotTest, PagesAlreadyReadAreWrittenWithoutACopy) {
   munmap(memory, original.size());
 }
 
-TEST(MemorySnapshotTest, ManySmallHeapBlocksWithMallocChurnAround) {
+// 20,000 heap blocks of 1000 bytes, rewritten with the heap around them
+// churned on another thread; with `collapse`, their heap is put on huge
+// pages in place first (what MoveToHugePages does to small tensors).
+void SnapshotOfManyHeapBlocks(bool collapse) {
   constexpr int kCount = 20000;
   std::vector<std::unique_ptr<char[]>> blocks(kCount);
   std::vector<MemorySnapshot::Range> ranges;
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
   const std::vector<char> original = Pattern(kCount * size_t{1000}, 4);
   for (int i = 0; i < kCount; ++i) {
     blocks[i].reset(new char[1000]);
     std::memcpy(blocks[i].get(), original.data() + i * 1000, 1000);
     ranges.push_back({blocks[i].get(), 1000});
+    const uintptr_t data = reinterpret_cast<uintptr_t>(blocks[i].get());
+    spans.emplace_back(data, data + 1000);
+  }
+  if (collapse) {
+    const uint64_t collapsed = CollapseIntoHugePages(spans);
+    EXPECT_EQ(collapsed % kHugePageBytes, 0u);
+    for (int i = 0; i < kCount; ++i) {
+      ASSERT_EQ(0,
+                std::memcmp(blocks[i].get(), original.data() + i * 1000, 1000))
+          << "block " << i << " changed by the collapse";
+    }
   }
   TAKE_OR_SKIP(snapshot, ranges);
-  // Every block rewritten, and the heap around them churned, on another
-  // thread; writes to the heap's protected pages (malloc's own headers)
-  // must go through too.
+  // Writes to the heap's protected pages (malloc's own headers) must go
+  // through too.
   std::thread writer([&] {
     std::vector<std::string> churn;
     for (int i = 0; i < kCount; ++i) {
@@ -139,6 +158,62 @@ TEST(MemorySnapshotTest, ManySmallHeapBlocksWithMallocChurnAround) {
         << "block " << i;
     ASSERT_EQ(blocks[i][999], static_cast<char>(i & 0x7f));
   }
+}
+
+// Kilobytes of the mapping holding `address` that are on huge pages
+// (AnonHugePages in /proc/self/smaps).
+size_t HugePageKilobytesAround(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  std::string line;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0;
+    uintptr_t end = 0;
+    // A mapping's first line: "begin-end perms ...".
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &begin, &end) ==
+        2) {
+      inside = begin <= at && at < end;
+    }
+    size_t kilobytes = 0;
+    if (inside &&
+        std::sscanf(line.c_str(), "AnonHugePages: %zu kB", &kilobytes) == 1) {
+      return kilobytes;
+    }
+  }
+  return 0;
+}
+
+TEST(MemorySnapshotTest, ReadingReleasesHugePagesWhole) {
+  constexpr size_t kSize = 8 * kMiB;
+  absl::StatusOr<char*> memory = MapHugePages(kSize);
+  ASSERT_TRUE(memory.ok());
+  std::memset(*memory, 1, kSize);
+  if (HugePageKilobytesAround(*memory) != kSize / 1024) {
+    UnmapHugePages(*memory, kSize);
+    GTEST_SKIP() << "no transparent huge pages here";
+  }
+  {
+    TAKE_OR_SKIP(snapshot,
+                 (std::vector<MemorySnapshot::Range>{{*memory, kSize}}));
+    // In pieces that end inside huge pages, as the writer's buffer does.
+    const std::vector<char> read =
+        ReadAll(*snapshot, *memory, kSize, 3 * kMiB / 4);
+    EXPECT_EQ(read, std::vector<char>(kSize, 1));
+    std::memset(*memory, 2, kSize);
+    EXPECT_EQ(snapshot->copied_bytes(), 0u);
+  }
+  // Released block by block: still on huge pages, none split.
+  EXPECT_EQ(HugePageKilobytesAround(*memory), kSize / 1024);
+  UnmapHugePages(*memory, kSize);
+}
+
+TEST(MemorySnapshotTest, ManySmallHeapBlocksWithMallocChurnAround) {
+  SnapshotOfManyHeapBlocks(/*collapse=*/false);
+}
+
+TEST(MemorySnapshotTest, ManySmallHeapBlocksCollapsedOntoHugePages) {
+  SnapshotOfManyHeapBlocks(/*collapse=*/true);
 }
 
 TEST(MemorySnapshotTest, ReadsWhileAnotherThreadWrites) {

@@ -32,7 +32,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -116,10 +115,10 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 
 // Saves in the background: SaveAsync takes a snapshot of the tensors on
 // the caller's thread (see SnapshotMode below; that is the caller's pause,
-// and training may then change its tensors freely), then one background
-// thread (or process) writes and commits the values they had at the call.
-// At most one save is in flight: a new SaveAsync first waits for the
-// previous one.
+// and training may then change its tensors freely), then the saver's
+// background thread (started with the saver, one per saver), or a forked
+// process, writes and commits the values they had at the call. At most
+// one save is in flight: a new SaveAsync first waits for the previous one.
 //
 // Errors are never lost: a failed save is returned by the next SaveAsync
 // (which then does NOT start its own save) or by Wait(); if neither is
@@ -153,9 +152,12 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // thread of the caller is about to write it while it is still unsaved;
 // saved pages are released as the write goes on. The pause is a
 // page-table update, per page: about 25 ms per GiB of 4 KiB pages on our
-// machine, under 2 ms per GiB on huge pages (MoveToHugePages); the extra
-// memory is the pages the caller writes during the save. What the caller
-// must know:
+// machine, under 2 ms per GiB on huge pages (MoveToHugePages), plus taking
+// a reference to each tensor and copying its name, which the saver's
+// thread shares when it is free (about 1.4 ms in all for 20,000 small
+// tensors whose heap MoveToHugePages collapsed; docs/PERFORMANCE.md). The
+// extra memory is the pages the caller writes during the save. What the
+// caller must know:
 //   - A thread that writes to a still-protected tensor page waits for the
 //     saver's thread to copy its 2 MiB block: a rewrite of every tensor
 //     right after SaveAsync pays for copying what the save has not yet
@@ -249,10 +251,14 @@ class AsyncCheckpointSaver {
   bool warned_unavailable_ = false;
   // Reused when no snapshot tensor references it any more.
   std::shared_ptr<StagingBuffer> staging_;
-  std::thread worker_;
   std::string pending_path_;
-  // Written by the worker before it exits; read after join().
+  // Written by the worker's job; read once the worker is idle.
   absl::Status pending_error_;
+  // One thread for every save of this saver, started with it: a thread
+  // created per save took up to 3 ms of a pause here. Last: its jobs use
+  // the members above.
+  class Worker;
+  std::unique_ptr<Worker> worker_;
 };
 
 // Snapshot used by AsyncCheckpointSaver: contiguous CPU copies of every
@@ -264,20 +270,29 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
     const CheckpointState& state,
     std::shared_ptr<StagingBuffer>* staging = nullptr);
 
-// Moves each CPU tensor of `tensors` of at least 2 MiB onto memory on
-// transparent huge pages (checkpoint/huge_pages.h): a copy, put in place
-// with set_data, so the tensor object stays the same and modules and
-// optimizers holding it see the new memory. Why: the pause of a
-// kWriteProtect or kFork snapshot is per page, and huge pages have 512
-// times fewer. Call it once the state exists (after the optimizer's first
-// step made its buffers), before saving. Skipped: tensors smaller than
-// 2 MiB, not contiguous, views (a storage offset or a storage larger than
-// the tensor), tensors whose storage another tensor shares (moving one
-// would break the sharing), and tensors already at a 2 MiB boundary (moved
-// before, or placed by LibTorch's THP_MEM_ALLOC_ENABLE). Returns the bytes
-// moved; kResourceExhausted if memory runs out (the tensors moved so far stay
+// Puts the memory of the CPU tensors of `tensors` on transparent huge
+// pages (checkpoint/huge_pages.h). Why: the pause of a kWriteProtect or
+// kFork snapshot is per page, and huge pages have 512 times fewer. Call it
+// once the state exists (after the optimizer's first step made its
+// buffers), before saving.
+//   - A tensor of at least 2 MiB is moved: a copy on fresh huge pages, put
+//     in place with set_data, so the tensor object stays the same and
+//     modules and optimizers holding it see the new memory. Not moved:
+//     tensors not contiguous, views (a storage offset or a storage larger
+//     than the tensor), tensors whose storage another tensor shares
+//     (moving one would break the sharing), and tensors already at a 2 MiB
+//     boundary (moved before, or placed by LibTorch's THP_MEM_ALLOC_ENABLE).
+//   - The memory of every other tensor (small ones: thousands of them
+//     share the heap) stays where it is and is collapsed onto huge pages
+//     in place, 2 MiB around each (CollapseIntoHugePages; best effort, and
+//     the heap's untouched pages in those blocks get memory).
+// kResourceExhausted if memory runs out (the tensors moved so far stay
 // moved).
-absl::StatusOr<uint64_t> MoveToHugePages(const NamedTensors& tensors);
+struct HugePagesMoved {
+  uint64_t moved_bytes = 0;      // tensors copied onto huge pages
+  uint64_t collapsed_bytes = 0;  // memory collapsed in place
+};
+absl::StatusOr<HugePagesMoved> MoveToHugePages(const NamedTensors& tensors);
 
 // The proto dtype for a torch dtype, or DTYPE_UNSPECIFIED if unsupported.
 proto::DType ToProtoDType(torch::Dtype dtype);

@@ -294,11 +294,14 @@ TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
   state.tensors.emplace_back("transposed", torch::rand({50, 70}).t());
   state.tensors.emplace_back("ints", torch::arange(999, torch::kInt64));
   // Larger than the writer's buffer and than a copied block, on 4 KiB
-  // pages and on huge pages (MoveToHugePages moves only the second).
+  // pages and on huge pages (MoveToHugePages moves only the second). The
+  // first 32 small tensors share heap blocks collapsed onto huge pages.
   state.tensors.emplace_back("large", torch::rand({5 << 20}));
   state.tensors.emplace_back("tied", state.tensors[0].second);
   state.tensors.emplace_back("huge", torch::rand({3 << 20}));
-  ASSERT_TRUE(MoveToHugePages({state.tensors.back()}).ok());
+  NamedTensors to_huge_pages(state.tensors.begin(), state.tensors.begin() + 32);
+  to_huge_pages.push_back(state.tensors.back());
+  ASSERT_TRUE(MoveToHugePages(to_huge_pages).ok());
   const std::string sync_path = UniqueTempPath("moment-sync");
   ASSERT_TRUE(SaveCheckpoint(sync_path, state).ok());
   const std::string async_path = UniqueTempPath("moment-async");
@@ -457,9 +460,9 @@ TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
                                 {"shared", shared}, {"alias", alias}};
   for (const auto& [name, tensor] : tensors) before[name] = tensor.data_ptr();
 
-  absl::StatusOr<uint64_t> moved = MoveToHugePages(tensors);
+  absl::StatusOr<HugePagesMoved> moved = MoveToHugePages(tensors);
   ASSERT_TRUE(moved.ok()) << moved.status();
-  EXPECT_EQ(*moved, uint64_t{4} << 20);
+  EXPECT_EQ(moved->moved_bytes, uint64_t{4} << 20);
   // The same tensor object, with its values and autograd flag, elsewhere.
   EXPECT_EQ(big.unsafeGetTensorImpl(), big_impl);
   EXPECT_TRUE(big.requires_grad());
@@ -478,9 +481,9 @@ TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
   sgd.step();
   EXPECT_TRUE(torch::allclose(big.detach(), big_values - 0.5));
   // A second call finds nothing more to move.
-  absl::StatusOr<uint64_t> again = MoveToHugePages(tensors);
+  absl::StatusOr<HugePagesMoved> again = MoveToHugePages(tensors);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(*again, 0u);
+  EXPECT_EQ(again->moved_bytes, 0u);
 }
 
 TEST(TensorsTest, SnapshotCopiesIntoReusableStagingMemory) {

@@ -808,7 +808,8 @@ absl::Status Run::SaveCheckpoint(bool epoch_end, const Evaluation* validation,
   if (!moved_to_huge_pages_ && options_.snapshot != "copy") {
     // Once, now that the optimizer has made its buffers: the snapshots'
     // page-table work is per page.
-    absl::StatusOr<uint64_t> moved = checkpoint::MoveToHugePages(state.tensors);
+    absl::StatusOr<checkpoint::HugePagesMoved> moved =
+        checkpoint::MoveToHugePages(state.tensors);
     if (!moved.ok()) return Annotate(moved.status(), "saving a checkpoint");
     moved_to_huge_pages_ = true;
   }
