@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -49,6 +51,39 @@ absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
     destination += got;
     size -= static_cast<size_t>(got);
     offset += static_cast<uint64_t>(got);
+  }
+  return absl::OkStatus();
+}
+
+// Reads exactly the bytes of `pieces` (consumed as it goes), in order, from
+// `offset` on: one system call for many destinations.
+absl::Status PreadvFully(int fd, absl::Span<iovec> pieces, uint64_t offset,
+                         const std::string& path) {
+  while (!pieces.empty()) {
+    const int count =
+        static_cast<int>(std::min<size_t>(pieces.size(), IOV_MAX));
+    ssize_t got =
+        ::preadv(fd, pieces.data(), count, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return base::ErrnoToStatus(errno, "reading", path);
+    }
+    if (got == 0) {
+      return absl::DataLossError(
+          absl::StrCat("reading ", path, ": unexpected end of file at offset ",
+                       offset, " (the file was truncated)"));
+    }
+    offset += static_cast<uint64_t>(got);
+    size_t left = static_cast<size_t>(got);
+    while (!pieces.empty() && left >= pieces.front().iov_len) {
+      left -= pieces.front().iov_len;
+      pieces.remove_prefix(1);
+    }
+    if (left > 0) {
+      pieces.front().iov_base =
+          static_cast<char*>(pieces.front().iov_base) + left;
+      pieces.front().iov_len -= left;
+    }
   }
   return absl::OkStatus();
 }
@@ -144,19 +179,24 @@ class CheckpointReader::Impl {
           absl::StrCat(path_, ": ", entries.size(), " tensors but ",
                        destinations.size(), " destinations"));
     }
-    std::vector<char> run_buffer;
+    // Each run is read with one preadv straight into its destinations;
+    // the alignment gaps between them go to `gap`.
+    std::vector<char> gap;
+    std::vector<iovec> pieces;
     size_t i = 0;
     while (i < entries.size()) {
       // The run [i, end): same data file, each entry after the previous
-      // with a gap no larger than the alignment, at most kMaxReadRunBytes in
-      // all.
+      // with a gap no larger than the alignment, at most kMaxReadRunBytes
+      // and kMaxReadRunTensors in all.
       absl::StatusOr<int> first = Resolve(*entries[i]);
       if (!first.ok()) return first.status();
       const proto::TensorEntry& head = manifest_.tensors(*first);
       std::vector<const proto::TensorEntry*> run = {&head};
       uint64_t run_end = head.offset() + head.size_bytes();
       size_t end = i + 1;
-      for (; mappings_ == nullptr && end < entries.size(); ++end) {
+      for (; mappings_ == nullptr && end < entries.size() &&
+             run.size() < kMaxReadRunTensors;
+           ++end) {
         absl::StatusOr<int> next = Resolve(*entries[end]);
         if (!next.ok()) return next.status();
         const proto::TensorEntry& own = manifest_.tensors(*next);
@@ -174,21 +214,29 @@ class CheckpointReader::Impl {
         i = end;
         continue;
       }
-      run_buffer.resize(run_end - head.offset());
-      absl::Status read =
-          PreadFully(fds_[head.data_file()], run_buffer.data(),
-                     run_buffer.size(), head.offset(), DataPath(head));
-      if (!read.ok()) return Annotate(head, read);
+      uint64_t at = head.offset();
+      for (size_t k = 0; k < run.size(); ++k) {
+        RETURN_IF_ERROR(CheckDestination(*run[k], destinations[i + k]));
+        gap.resize(std::max<size_t>(gap.size(), run[k]->offset() - at));
+        at = run[k]->offset() + run[k]->size_bytes();
+      }
+      pieces.clear();
+      at = head.offset();
       for (size_t k = 0; k < run.size(); ++k) {
         const proto::TensorEntry& own = *run[k];
-        const absl::Span<char> destination = destinations[i + k];
-        RETURN_IF_ERROR(CheckDestination(own, destination));
-        if (own.size_bytes() > 0) {
-          std::memcpy(destination.data(),
-                      run_buffer.data() + (own.offset() - head.offset()),
-                      own.size_bytes());
+        if (own.offset() > at) {
+          pieces.push_back({gap.data(), own.offset() - at});
         }
-        RETURN_IF_ERROR(CheckCopy(own, destination));
+        if (own.size_bytes() > 0) {
+          pieces.push_back({destinations[i + k].data(), own.size_bytes()});
+        }
+        at = own.offset() + own.size_bytes();
+      }
+      RETURN_IF_ERROR(Annotate(
+          head, PreadvFully(fds_[head.data_file()], absl::MakeSpan(pieces),
+                            head.offset(), DataPath(head))));
+      for (size_t k = 0; k < run.size(); ++k) {
+        RETURN_IF_ERROR(CheckCopy(*run[k], destinations[i + k]));
       }
       i = end;
     }

@@ -37,9 +37,10 @@
 namespace checkpoint {
 
 // ReadTensors reads a run of neighbouring tensors of at most this many
-// bytes with one pread; a caller batching small tensors for it uses the same
-// bound.
+// bytes (and tensors) with one preadv straight into their destinations; a
+// caller batching small tensors for it uses the same bounds.
 inline constexpr uint64_t kMaxReadRunBytes = uint64_t{1} << 20;
+inline constexpr size_t kMaxReadRunTensors = 512;  // half of IOV_MAX
 
 struct ReaderOptions {
   bool verify_checksums = true;

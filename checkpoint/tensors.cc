@@ -539,7 +539,7 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     int end = i + 1;
     int64_t bytes = manifest.tensors(i).size_bytes();
     if (!options.use_mmap && bytes < kSmallTensorBytes) {
-      while (end < count &&
+      while (end < count && end - i < static_cast<int>(kMaxReadRunTensors) &&
              manifest.tensors(end).size_bytes() < kSmallTensorBytes &&
              bytes + manifest.tensors(end).size_bytes() <= kMaxReadRunBytes) {
         bytes += manifest.tensors(end).size_bytes();
