@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -31,6 +32,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "c10/core/Event.h"
+#include "c10/core/StreamGuard.h"
 #include "c10/core/impl/VirtualGuardImpl.h"
 #include "checkpoint/huge_pages.h"
 #include "checkpoint/interop/tensor_source.h"
@@ -284,9 +286,13 @@ absl::Status AddTensorsOrThrow(const SaveList& tensors, Writer& writer,
                              source, tensor.device().str()),
         context(i));
   };
-  // Small GPU tensors of one dtype are copied to the host in groups: one
-  // concatenation on the device and one copy, instead of one synchronizing
-  // copy per tensor, which is what 20,000 small tensors cost.
+  // GPU tensors reach the host through pinned memory (LibTorch's caching
+  // host allocator keeps it for the next tensors and saves), copied with
+  // non_blocking copies: the copy of the next GPU piece is queued before
+  // the current one is hashed and written, so the two overlap. Small GPU
+  // tensors of one dtype go in groups: one concatenation on the device and
+  // one copy, instead of a copy per tensor, which is what 20,000 small
+  // tensors cost.
   constexpr int64_t kGroupedTensorBytes = int64_t{1} << 20;
   constexpr int64_t kGroupBytes = int64_t{16} << 20;
   auto groupable = [&](size_t i) {
@@ -294,41 +300,70 @@ absl::Status AddTensorsOrThrow(const SaveList& tensors, Writer& writer,
     return check(i).ok() && tensor.is_cuda() && tensor.is_contiguous() &&
            static_cast<int64_t>(tensor.nbytes()) < kGroupedTensorBytes;
   };
+  // Tensors [begin, end) being copied into `host`, one after another.
+  struct Staged {
+    size_t begin;
+    size_t end;
+    torch::Tensor host;
+    std::unique_ptr<c10::Event> copied;
+  };
+  // Queues the copy of the GPU tensor i (and the group it starts).
+  auto stage = [&](size_t i) {
+    const torch::Tensor& tensor = tensors.tensor(i);
+    Staged staged{i, i + 1, torch::Tensor(), nullptr};
+    torch::Tensor source = tensor;
+    if (groupable(i)) {
+      int64_t bytes = tensor.nbytes();
+      while (
+          staged.end < tensors.size() && groupable(staged.end) &&
+          tensors.tensor(staged.end).device() == tensor.device() &&
+          tensors.tensor(staged.end).scalar_type() == tensor.scalar_type() &&
+          bytes + static_cast<int64_t>(tensors.tensor(staged.end).nbytes()) <=
+              kGroupBytes) {
+        bytes += tensors.tensor(staged.end).nbytes();
+        ++staged.end;
+      }
+      if (staged.end > i + 1) {
+        std::vector<torch::Tensor> flat;
+        for (size_t k = i; k < staged.end; ++k) {
+          flat.push_back(tensors.tensor(k).reshape({-1}));
+        }
+        source = torch::cat(flat);
+      }
+    }
+    staged.host = torch::empty(
+        source.sizes(),
+        torch::TensorOptions().dtype(source.scalar_type()).pinned_memory(true));
+    staged.host.copy_(source, /*non_blocking=*/true);
+    staged.copied = std::make_unique<c10::Event>(c10::DeviceType::CUDA);
+    staged.copied->record(c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA)
+                              .getStream(tensor.device()));
+    return staged;
+  };
+  std::optional<Staged> next;  // queued ahead
   for (size_t i = 0; i < tensors.size();) {
     absl::StatusOr<proto::DType> dtype = check(i);
     if (!dtype.ok()) return dtype.status();
     const torch::Tensor& tensor = tensors.tensor(i);
-    if (groupable(i)) {
-      size_t end = i + 1;
-      int64_t bytes = tensor.nbytes();
-      while (end < tensors.size() && groupable(end) &&
-             tensors.tensor(end).device() == tensor.device() &&
-             tensors.tensor(end).scalar_type() == tensor.scalar_type() &&
-             bytes + static_cast<int64_t>(tensors.tensor(end).nbytes()) <=
-                 kGroupBytes) {
-        bytes += tensors.tensor(end).nbytes();
-        ++end;
+    if (tensor.is_cuda()) {
+      Staged current = next && next->begin == i ? *std::move(next) : stage(i);
+      next.reset();
+      if (current.end < tensors.size() && check(current.end).ok() &&
+          tensors.tensor(current.end).is_cuda()) {
+        next = stage(current.end);
       }
-      std::vector<torch::Tensor> flat;
-      for (size_t k = i; k < end; ++k) {
-        flat.push_back(tensors.tensor(k).reshape({-1}));
-      }
-      torch::Tensor joined = torch::cat(flat);
-      torch::Tensor host =
-          torch::empty(joined.sizes(), torch::TensorOptions()
-                                           .dtype(joined.scalar_type())
-                                           .pinned_memory(true));
-      host.copy_(joined);
+      torch_compat::SynchronizeEvent(*current.copied);
+      const torch::Tensor flat = current.host.reshape({-1});
       int64_t offset = 0;
-      for (size_t k = i; k < end; ++k) {
+      for (size_t k = current.begin; k < current.end; ++k) {
         const int64_t numel = tensors.tensor(k).numel();
-        if (absl::Status added = add(k, *dtype, host.narrow(0, offset, numel));
+        if (absl::Status added = add(k, *dtype, flat.narrow(0, offset, numel));
             !added.ok()) {
           return added;
         }
         offset += numel;
       }
-      i = end;
+      i = current.end;
       continue;
     }
     if (protect != nullptr && protect->is_protected[i]) {
@@ -338,15 +373,10 @@ absl::Status AddTensorsOrThrow(const SaveList& tensors, Writer& writer,
       ++i;
       continue;
     }
-    // Only this tensor's staging copy is alive at a time. From a GPU it is
-    // pinned memory (LibTorch's caching host allocator keeps it for the
-    // next tensors and saves): the device copies into it at full speed.
+    // Only this tensor's staging copy is alive at a time.
     torch::Tensor host = tensor;
     if (!tensor.device().is_cpu() || !tensor.is_contiguous()) {
-      host = torch::empty(tensor.sizes(), torch::TensorOptions()
-                                              .dtype(tensor.scalar_type())
-                                              .pinned_memory(tensor.is_cuda()));
-      host.copy_(tensor);
+      host = tensor.to(torch::kCPU).contiguous();
     }
     if (absl::Status added = add(i, *dtype, host); !added.ok()) return added;
     ++i;
@@ -430,7 +460,13 @@ absl::Status FinishLoad(const std::vector<std::string>& names,
         !IsTrainingStateName(names[i])) {
       dtype = *options.dtype;
     }
-    if (options.device.is_cpu() && dtype == saved_dtype) {
+    if (!cpu[i].device().is_cpu()) {
+      // Loaded onto the device already (ReadOntoDevice).
+      state->tensors.emplace_back(names[i], dtype == saved_dtype
+                                                ? std::move(cpu[i])
+                                                : cpu[i].to(dtype));
+      cpu[i] = torch::Tensor();
+    } else if (options.device.is_cpu() && dtype == saved_dtype) {
       state->tensors.emplace_back(names[i], std::move(cpu[i]));
     } else {
       // copy=true: never a view of the read-only mapping.
@@ -509,6 +545,92 @@ absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
   return state;
 }
 
+// Tensors larger than this go to a device in chunks of this size.
+constexpr int64_t kMaxStagingBytes = int64_t{64} << 20;
+
+// A tensor of `dtype` and `shape` over `bytes` of `storage` from byte
+// `offset` (a multiple of the element size).
+torch::Tensor ViewOfStorage(const torch::Tensor& storage, int64_t offset,
+                            torch::Dtype dtype, torch::IntArrayRef shape) {
+  return torch::empty({0}, storage.options().dtype(dtype))
+      .set_(storage.storage(), offset / c10::elementSize(dtype), shape);
+}
+
+// Reads the tensors `entries` onto `device` through pinned host memory,
+// into `out` (same order). A batch shares one staging block: it is read and
+// verified there, then copied with non_blocking copies queued on the
+// current stream, so that the device copies one batch while the next is
+// read. LibTorch's caching host allocator keeps the block from reuse until
+// those copies have run. A tensor larger than kMaxStagingBytes goes through
+// in chunks (copied as they come, verified at its end).
+absl::Status ReadOntoDevice(const CheckpointReader& reader,
+                            absl::Span<const proto::TensorEntry* const> entries,
+                            torch::Device device,
+                            absl::Span<torch::Tensor> out) {
+  constexpr int64_t kAlignment = 64;
+  const auto pinned =
+      torch::TensorOptions().dtype(torch::kByte).pinned_memory(true);
+  auto shape_of = [](const proto::TensorEntry& entry) {
+    return std::vector<int64_t>(entry.shape().begin(), entry.shape().end());
+  };
+  auto dtype_of =
+      [](const proto::TensorEntry& entry) -> absl::StatusOr<torch::Dtype> {
+    // The reader validated dtypes already; this guards against a reader
+    // newer than this mapping.
+    std::optional<torch::Dtype> dtype = FromProtoDType(entry.dtype());
+    if (!dtype) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor '", entry.name(), "': unsupported dtype ", entry.dtype()));
+    }
+    return *dtype;
+  };
+  if (entries.size() == 1 &&
+      static_cast<int64_t>(entries[0]->size_bytes()) > kMaxStagingBytes) {
+    const proto::TensorEntry& entry = *entries[0];
+    ASSIGN_OR_RETURN(const torch::Dtype dtype, dtype_of(entry));
+    out[0] = torch::empty(shape_of(entry),
+                          torch::TensorOptions().dtype(dtype).device(device));
+    const torch::Tensor bytes = ViewOfStorage(
+        out[0], 0, torch::kByte, {out[0].numel() * out[0].element_size()});
+    int64_t done = 0;
+    return reader.ReadTensorChunks(
+        entry, kMaxStagingBytes, [&](absl::Span<const char> chunk) {
+          const int64_t size = static_cast<int64_t>(chunk.size());
+          torch::Tensor staging = torch::empty({size}, pinned);
+          std::memcpy(staging.data_ptr(), chunk.data(), chunk.size());
+          bytes.narrow(0, done, size).copy_(staging, /*non_blocking=*/true);
+          done += size;
+          return absl::OkStatus();
+        });
+  }
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  for (const proto::TensorEntry* entry : entries) {
+    offsets.push_back(total);
+    total += (static_cast<int64_t>(entry->size_bytes()) + kAlignment - 1) /
+             kAlignment * kAlignment;
+  }
+  const torch::Tensor staging = torch::empty({total}, pinned);
+  std::vector<absl::Span<char>> destinations;
+  for (size_t k = 0; k < entries.size(); ++k) {
+    destinations.emplace_back(
+        static_cast<char*>(staging.data_ptr()) + offsets[k],
+        entries[k]->size_bytes());
+  }
+  RETURN_IF_ERROR(reader.ReadTensors(entries, destinations));
+  for (size_t k = 0; k < entries.size(); ++k) {
+    ASSIGN_OR_RETURN(const torch::Dtype dtype, dtype_of(*entries[k]));
+    const std::vector<int64_t> shape = shape_of(*entries[k]);
+    out[k] =
+        torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device));
+    // A view of the staging storage, not from_blob: the host allocator
+    // tracks the copy by the storage it reads.
+    out[k].copy_(ViewOfStorage(staging, offsets[k], dtype, shape),
+                 /*non_blocking=*/true);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     const std::string& path, const LoadOptions& options) {
   struct stat info;
@@ -549,8 +671,32 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     batches.emplace_back(i, end);
     i = end;
   }
+  // Onto a GPU (read into pinned memory, copied as batches are read) on
+  // the caller's current stream, so its work after the load is ordered
+  // after the copies.
+  const bool onto_device = options.device.is_cuda() && !options.use_mmap;
+  std::optional<c10::Stream> stream;
+  if (onto_device) {
+    stream = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA)
+                 .getStream(options.device);
+  }
   ParallelFor(batches.size(), ThreadCount(options.num_threads), [&](size_t b) {
     const auto [first, end] = batches[b];
+    if (onto_device) {
+      const c10::StreamGuard on_callers_stream(*stream);
+      std::vector<const proto::TensorEntry*> entries;
+      for (int i = first; i < end; ++i) entries.push_back(&manifest.tensors(i));
+      try {
+        errors[first] =
+            ReadOntoDevice(**reader, entries, options.device,
+                           absl::MakeSpan(cpu).subspan(first, end - first));
+      } catch (const std::exception& error) {
+        errors[first] = FromException(
+            absl::StrCat("tensor '", manifest.tensors(first).name(), "'"),
+            error);
+      }
+      return;
+    }
     std::vector<const proto::TensorEntry*> entries;
     std::vector<absl::Span<char>> destinations;
     for (int i = first; i < end; ++i) {

@@ -8,12 +8,14 @@
 #define THIRD_PARTY_LIBTORCH_TORCH_COMPAT_H_
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/Event.h>
 #include <torch/cuda.h>
 #include <torch/optim/optimizer.h>
 #include <torch/version.h>
 
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -64,6 +66,16 @@ inline void SetCudaAutocastEnabled(bool enabled) {
 // does not (seen on an H100 with torch 2.11.0+cu130).
 inline constexpr bool kDeterministicCublasNeedsWorkspaceConfig =
     TORCH_VERSION_MAJOR < 2;
+
+// Waits on the host until the work `event` recorded has run: 2.x has
+// c10::Event::synchronize, 1.13 only query.
+inline void SynchronizeEvent(const c10::Event& event) {
+#if TORCH_VERSION_MAJOR >= 2
+  event.synchronize();
+#else
+  while (!event.query()) std::this_thread::yield();
+#endif
+}
 
 }  // namespace torch_compat
 
