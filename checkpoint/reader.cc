@@ -34,32 +34,17 @@ namespace {
 
 constexpr size_t kDefaultChunkBytes = size_t{4} << 20;
 
-// Reads exactly `size` bytes at `offset`; a short file is data loss.
-absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
-                        const std::string& path) {
-  while (size > 0) {
-    ssize_t got = ::pread(fd, destination, size, static_cast<off_t>(offset));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return base::ErrnoToStatus(errno, "reading", path);
-    }
-    if (got == 0) {
-      return absl::DataLossError(
-          absl::StrCat("reading ", path, ": unexpected end of file at offset ",
-                       offset, " (the file was truncated)"));
-    }
-    destination += got;
-    size -= static_cast<size_t>(got);
-    offset += static_cast<uint64_t>(got);
-  }
-  return absl::OkStatus();
-}
-
 // Reads exactly the bytes of `pieces` (consumed as it goes), in order, from
-// `offset` on: one system call for many destinations.
+// `offset` on: one system call for many destinations. A short file is data
+// loss.
 absl::Status PreadvFully(int fd, absl::Span<iovec> pieces, uint64_t offset,
                          const std::string& path) {
-  while (!pieces.empty()) {
+  for (;;) {
+    // Empty pieces left at the front would read as an end of file.
+    while (!pieces.empty() && pieces.front().iov_len == 0) {
+      pieces.remove_prefix(1);
+    }
+    if (pieces.empty()) return absl::OkStatus();
     const int count =
         static_cast<int>(std::min<size_t>(pieces.size(), IOV_MAX));
     ssize_t got =
@@ -85,7 +70,13 @@ absl::Status PreadvFully(int fd, absl::Span<iovec> pieces, uint64_t offset,
       pieces.front().iov_len -= left;
     }
   }
-  return absl::OkStatus();
+}
+
+// Reads exactly `size` bytes at `offset`; a short file is data loss.
+absl::Status PreadFully(int fd, char* destination, size_t size, uint64_t offset,
+                        const std::string& path) {
+  iovec piece = {destination, size};
+  return PreadvFully(fd, absl::MakeSpan(&piece, 1), offset, path);
 }
 
 // The data files' mappings; shared so that views outlive the reader.
