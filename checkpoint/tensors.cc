@@ -1293,6 +1293,8 @@ struct ProtectedSave {
   proto::TrainingState training_state;
   SaveList tensors;
   ProtectedTensors protect;
+  std::function<void(const absl::Status&)> on_committed;
+  BeforeCommit before_commit;
   std::unique_ptr<MemorySnapshot> snapshot;
 };
 
@@ -1390,13 +1392,15 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   save->snapshot = *std::move(prepared);
   save->protect.snapshot = snapshot;
   pending_path_ = path;
-  std::function<void()> job = [this, path, save = std::move(save),
-                               on_committed = std::move(on_committed),
-                               before_commit =
-                                   std::move(before_commit)]() mutable {
+  ProtectedSave& callbacks = *save;
+  callbacks.on_committed = std::move(on_committed);
+  callbacks.before_commit = std::move(before_commit);
+  std::function<void()> job = [this, path, save = std::move(save)]() mutable {
     absl::Status status = SaveCheckpointFrom(
         path, save->metadata, save->training_state, save->tensors, options_,
-        before_commit, &save->protect);
+        save->before_commit, &save->protect);
+    std::function<void(const absl::Status&)> on_committed =
+        std::move(save->on_committed);
     save.reset();
     if (on_committed) on_committed(status);
     pending_error_ = std::move(status);
@@ -1405,7 +1409,12 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   // are now protected (MemorySnapshot::Prepare says why): the job was made
   // above, `save` was moved into it, the worker lives in a mapping of its
   // own.
-  if (absl::Status status = snapshot->Protect(); !status.ok()) return status;
+  if (absl::Status status = snapshot->Protect(); !status.ok()) {
+    // The fallback save takes the callbacks.
+    on_committed = std::move(callbacks.on_committed);
+    before_commit = std::move(callbacks.before_commit);
+    return status;
+  }
   worker_->Run(std::move(job));
   return absl::OkStatus();
 }
