@@ -80,7 +80,8 @@ TEST_F(CudaCheckpointTest, AsyncSaveSnapshotsGpuTensors) {
 
 // The caller's work runs on a stream of its own (not the default one):
 // the save still holds the values queued before SaveAsync, not the ones
-// queued after it, and large tensors go through the same path.
+// queued after it, and large tensors go through the same path. Each mode
+// records the tensors' device.
 TEST_F(CudaCheckpointTest, AsyncSaveOrdersWithTheCallersStream) {
   const torch::Device cuda(torch::kCUDA, 0);
   const c10::impl::VirtualGuardImpl guard_impl(c10::DeviceType::CUDA);
@@ -105,6 +106,14 @@ TEST_F(CudaCheckpointTest, AsyncSaveOrdersWithTheCallersStream) {
     for (const auto& [name, tensor] : loaded->tensors) {
       EXPECT_TRUE(torch::equal(tensor, torch::full_like(tensor, 3)))
           << name << " mode " << static_cast<int>(mode);
+    }
+    // Every mode records where the tensors were, copied to CPU or not.
+    absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+        CheckpointReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    for (const proto::TensorEntry& entry : (*reader)->manifest().tensors()) {
+      EXPECT_EQ(entry.saved_device(), "cuda:0")
+          << entry.name() << " mode " << static_cast<int>(mode);
     }
     for (auto& entry : state.tensors) entry.second.fill_(3);
   }

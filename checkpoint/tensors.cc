@@ -151,8 +151,12 @@ void ParallelFor(size_t count, int threads,
 // small tensors).
 class SaveList {
  public:
-  // A view of the caller's list.
-  explicit SaveList(const NamedTensors& named) : named_(&named) {}
+  // A view of the caller's list. With `devices` (one per tensor), each
+  // tensor's saved_device is its entry there: a snapshot copied to CPU
+  // still says where its tensors were.
+  explicit SaveList(const NamedTensors& named,
+                    const std::vector<std::string>* devices = nullptr)
+      : named_(&named), devices_(devices) {}
 
   // A compact list shaped like `named`, filled by Copy. Only the names'
   // offsets are computed here: the copies may be spread over threads.
@@ -187,6 +191,9 @@ class SaveList {
   const torch::Tensor& tensor(size_t i) const {
     return named_ != nullptr ? (*named_)[i].second : tensors_[i];
   }
+  std::string saved_device(size_t i) const {
+    return devices_ != nullptr ? (*devices_)[i] : tensor(i).device().str();
+  }
   // Compact lists only.
   torch::Tensor& mutable_tensor(size_t i) { return tensors_[i]; }
 
@@ -194,10 +201,26 @@ class SaveList {
   size_t NameBegin(size_t i) const { return i == 0 ? 0 : name_ends_[i - 1]; }
 
   const NamedTensors* named_ = nullptr;
+  const std::vector<std::string>* devices_ = nullptr;
   std::unique_ptr<char[]> names_;  // all names, back to back
   std::vector<size_t> name_ends_;
   std::vector<torch::Tensor> tensors_;
 };
+
+// The device of each tensor of `tensors` ("cpu", "cuda:0"), or nothing
+// when all are on the CPU: what a snapshot copied to CPU records.
+std::vector<std::string> DevicesOf(const NamedTensors& tensors) {
+  std::vector<std::string> devices;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const torch::Tensor& tensor = tensors[i].second;
+    if (devices.empty() && (!tensor.defined() || tensor.device().is_cpu())) {
+      continue;
+    }
+    if (devices.empty()) devices.assign(i, "cpu");
+    devices.push_back(tensor.defined() ? tensor.device().str() : "cpu");
+  }
+  return devices;
+}
 
 // Tensors of a save whose bytes are read through a MemorySnapshot (the
 // values they had when it was taken).
@@ -270,7 +293,7 @@ absl::Status AddTensorsOrThrow(const SaveList& tensors, Writer& writer,
     absl::Span<const char> bytes(static_cast<const char*>(host.data_ptr()),
                                  host.nbytes());
     return Annotate(writer.AddTensor(tensors.name(i), dtype, shape, bytes,
-                                     tensor.device().str()),
+                                     tensors.saved_device(i)),
                     context(i));
   };
   // Adds tensor i as the snapshot holds it.
@@ -283,7 +306,7 @@ absl::Status AddTensorsOrThrow(const SaveList& tensors, Writer& writer,
     };
     return Annotate(
         writer.AddTensorFrom(tensors.name(i), dtype, shape, tensor.nbytes(),
-                             source, tensor.device().str()),
+                             source, tensors.saved_device(i)),
         context(i));
   };
   // GPU tensors reach the host through pinned memory (LibTorch's caching
@@ -1181,6 +1204,7 @@ absl::Status AsyncCheckpointSaver::StartForkedSave(
   proto::Metadata metadata = state.metadata;
   // Here, not in the child: it asks LibTorch's CUDA hooks for versions.
   FillMetadata(&metadata);
+  const std::vector<std::string> devices = DevicesOf(state.tensors);
   std::vector<std::pair<size_t, torch::Tensor>> copies;
   try {
     torch::NoGradGuard no_grad;
@@ -1227,7 +1251,10 @@ absl::Status AsyncCheckpointSaver::StartForkedSave(
     for (auto& [index, copy] : copies) {
       snapshot.tensors[index].second = std::move(copy);
     }
-    absl::Status status = SaveCheckpoint(path, snapshot, options_);
+    absl::Status status = SaveCheckpointFrom(
+        path, snapshot.metadata, snapshot.training_state,
+        SaveList(snapshot.tensors, devices.empty() ? nullptr : &devices),
+        options_, nullptr, nullptr);
     (void)base::WriteFully(report, EncodeStatus(status), "report pipe");
     _exit(status.ok() ? 0 : 1);
   }
@@ -1471,6 +1498,7 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
     }
   }
   last_snapshot_ = SnapshotMode::kCopy;
+  std::vector<std::string> devices = DevicesOf(state.tensors);
   absl::StatusOr<CheckpointState> snapshot =
       SnapshotToCpu(state, keep_staging_buffers_ ? &staging_ : nullptr);
   if (!snapshot.ok()) {
@@ -1480,9 +1508,13 @@ absl::Status AsyncCheckpointSaver::SaveAsync(
   pending_path_ = path;
   auto owned = std::make_shared<CheckpointState>(std::move(*snapshot));
   worker_->Run([this, path, owned = std::move(owned),
+                devices = std::move(devices),
                 on_committed = std::move(on_committed),
                 before_commit = std::move(before_commit)]() mutable {
-    absl::Status status = SaveCheckpoint(path, *owned, options_, before_commit);
+    absl::Status status = SaveCheckpointFrom(
+        path, owned->metadata, owned->training_state,
+        SaveList(owned->tensors, devices.empty() ? nullptr : &devices),
+        options_, before_commit, nullptr);
     // Frees the snapshot (or hands its slab back to staging_) before
     // reporting.
     owned.reset();
