@@ -16,6 +16,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
 
@@ -194,7 +195,14 @@ TEST_F(CorruptionTest, EmptyManifestIsShorterThanTheHeader) {
 // only the canonical encoding of a message is accepted.
 TEST_F(CorruptionTest, NonCanonicalEncodingsAreRefused) {
   const std::string payload = Manifest().SerializeAsString();
+  proto::Manifest unknown_in_entry = Manifest();
+  ASSERT_GT(unknown_in_entry.tensors_size(), 0);
+  proto::TensorEntry* entry = unknown_in_entry.mutable_tensors(0);
+  entry->GetReflection()->MutableUnknownFields(entry)->AddVarint(99, 1);
   const std::vector<std::pair<std::string, std::string>> cases = {
+      // Unknown field 99 inside a tensor entry (checked apart from the
+      // rest of the manifest).
+      {"unknown field in a tensor entry", unknown_in_entry.SerializeAsString()},
       // Unknown field 99 (varint 1) appended.
       {"unknown field", payload + std::string("\x98\x06\x01", 3)},
       // format_version repeated: protobuf keeps the last one.

@@ -6,10 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/stubs/logging.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "tools/base/endian.h"
 
 namespace checkpoint {
@@ -52,6 +54,45 @@ std::string SerializeCanonical(const google::protobuf::MessageLite& message) {
   return out;
 }
 
+// Message::DiscardUnknownFields, with a Manifest's tensor entries (all
+// but a few of its messages, and without nested messages of their own)
+// cleared directly: the reflection walk took 3.6 ms of the 12 ms that
+// reading the manifest of 20,000 tensors took.
+namespace {
+
+void DiscardUnknownFields(google::protobuf::Message* message) {
+  // Checked once: a message field added to TensorEntry would need the walk.
+  static const bool entries_are_flat = [] {
+    const google::protobuf::Descriptor* entry =
+        proto::TensorEntry::descriptor();
+    for (int i = 0; i < entry->field_count(); ++i) {
+      if (entry->field(i)->type() ==
+          google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
+        return false;
+      }
+    }
+    return true;
+  }();
+  auto* manifest = dynamic_cast<proto::Manifest*>(message);
+  if (manifest == nullptr || !entries_are_flat) {
+    message->DiscardUnknownFields();
+    return;
+  }
+  google::protobuf::RepeatedPtrField<proto::TensorEntry> tensors;
+  tensors.Swap(manifest->mutable_tensors());
+  manifest->DiscardUnknownFields();
+  const google::protobuf::Reflection* reflection =
+      proto::TensorEntry::GetReflection();
+  for (proto::TensorEntry& entry : tensors) {
+    if (!reflection->GetUnknownFields(entry).empty()) {
+      reflection->MutableUnknownFields(&entry)->Clear();
+    }
+  }
+  tensors.Swap(manifest->mutable_tensors());
+}
+
+}  // namespace
+
 absl::Status ParseCanonical(absl::string_view bytes, absl::string_view what,
                             google::protobuf::Message* message) {
   bool parsed;
@@ -66,7 +107,7 @@ absl::Status ParseCanonical(absl::string_view bytes, absl::string_view what,
         what, " does not parse as ", message->GetTypeName(),
         " (malformed wire data or invalid UTF-8 in a string field)"));
   }
-  message->DiscardUnknownFields();
+  DiscardUnknownFields(message);
   if (SerializeCanonical(*message) != bytes) {
     return absl::DataLossError(absl::StrCat(
         what,

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -138,7 +139,7 @@ class CheckpointReader::Impl {
   bool verify_checksums() const { return options_.verify_checksums; }
 
   const proto::TensorEntry* FindTensor(absl::string_view name) const {
-    auto it = index_.find(std::string(name));
+    auto it = index_.find(name);
     if (it == index_.end()) return nullptr;
     return &manifest_.tensors(it->second);
   }
@@ -687,7 +688,8 @@ class CheckpointReader::Impl {
   const ReaderOptions options_;
   proto::Manifest manifest_;
   std::vector<int> fds_;
-  std::unordered_map<std::string, int> index_;
+  // Keyed by the manifest's own names (it never changes once read).
+  absl::flat_hash_map<absl::string_view, int> index_;
   std::shared_ptr<Mappings> mappings_;
   std::unique_ptr<Verification[]> verifications_;
 };
