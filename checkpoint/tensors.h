@@ -154,7 +154,7 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // page-table update, per page: about 25 ms per GiB of 4 KiB pages on our
 // machine, under 2 ms per GiB on huge pages (MoveToHugePages), plus taking
 // a reference to each tensor and copying its name, which the saver's
-// thread shares when it is free (1.3-1.8 ms in all for 20,000 small
+// thread shares when it is free (1.3-2.9 ms in all for 20,000 small
 // tensors whose heap MoveToHugePages collapsed; docs/PERFORMANCE.md). The
 // extra memory is the pages the caller writes during the save. What the
 // caller must know:
