@@ -172,8 +172,10 @@ class CheckpointReader::Impl {
                        destinations.size(), " destinations"));
     }
     // Each run is read with one preadv straight into its destinations;
-    // the alignment gaps between them go to `gap`.
-    std::vector<char> gap;
+    // the alignment gaps between them go to `gap`, which holds any gap a
+    // run allows (at most the alignment, and within the run's bytes).
+    std::vector<char> gap(static_cast<size_t>(
+        std::min<uint64_t>(manifest_.alignment(), kMaxReadRunBytes)));
     std::vector<iovec> pieces;
     size_t i = 0;
     while (i < entries.size()) {
@@ -206,16 +208,11 @@ class CheckpointReader::Impl {
         i = end;
         continue;
       }
+      pieces.clear();
       uint64_t at = head.offset();
       for (size_t k = 0; k < run.size(); ++k) {
-        RETURN_IF_ERROR(CheckDestination(*run[k], destinations[i + k]));
-        gap.resize(std::max<size_t>(gap.size(), run[k]->offset() - at));
-        at = run[k]->offset() + run[k]->size_bytes();
-      }
-      pieces.clear();
-      at = head.offset();
-      for (size_t k = 0; k < run.size(); ++k) {
         const proto::TensorEntry& own = *run[k];
+        RETURN_IF_ERROR(CheckDestination(own, destinations[i + k]));
         if (own.offset() > at) {
           pieces.push_back({gap.data(), own.offset() - at});
         }

@@ -76,7 +76,8 @@ class CheckpointReader {
 
   // ReadTensor for several tensors at once: entries that follow each other
   // closely in one data file (gaps of at most the alignment padding, runs
-  // of at most kMaxReadRunBytes) are read with one pread per run instead of one
+  // of at most kMaxReadRunBytes and kMaxReadRunTensors) are read with one
+  // preadv per run, straight into their destinations, instead of one read
   // per tensor, which is what loading many small tensors costs. Each
   // destination is checked like ReadTensor's; the first error names its
   // tensor.
