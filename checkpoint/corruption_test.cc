@@ -207,6 +207,9 @@ TEST_F(CorruptionTest, NonCanonicalEncodingsAreRefused) {
       {"unknown field", payload + std::string("\x98\x06\x01", 3)},
       // format_version repeated: protobuf keeps the last one.
       {"repeated field", payload + std::string("\x08\x02", 2)},
+      // format_version moved to the end: the same message, and the same
+      // size, so only the bytes tell.
+      {"reordered fields", payload.substr(2) + payload.substr(0, 2)},
       // format_version = 2^32 + 2, which a uint32 reads as 2.
       {"over-long varint",
        std::string("\x08\x82\x80\x80\x80\x10", 6) + payload.substr(2)},

@@ -61,6 +61,11 @@ std::string FrameManifestPayload(absl::string_view payload,
 // kDataLoss for damage; kFailedPrecondition for a newer format version or a
 // format version 1 manifest (it names `ckpt upgrade`).
 absl::StatusOr<proto::Manifest> DecodeManifestFile(absl::string_view bytes);
+// The same, into `manifest` (which may live on an arena: the reader's
+// does, so that a manifest of many tensors is cheap to build and to free).
+// On error `manifest` holds an unspecified value.
+absl::Status DecodeManifestFile(absl::string_view bytes,
+                                proto::Manifest* manifest);
 
 // Format version 1 had no header: a plain Manifest. Only `ckpt upgrade`
 // reads it.
