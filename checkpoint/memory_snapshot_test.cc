@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "checkpoint/huge_pages.h"
 #include "gtest/gtest.h"
@@ -91,6 +92,59 @@ TEST(MemorySnapshotTest, KeepsTheBytesOfTakeWhileThreadsRewriteThem) {
   EXPECT_GE(snapshot->copied_bytes(), memory.size() - 2 * 4096);
   EXPECT_TRUE(ReadAll(*snapshot, memory.data(), memory.size(), kMiB + 17) ==
               original);
+}
+
+// Protect's pieces after the first, each on a thread of its own: every
+// page of several runs, pieces crossing their boundaries, ends up
+// protected. On 4 KiB pages, where a piece is slow enough to be spread.
+TEST(MemorySnapshotTest, ProtectSpreadOverThreadsCoversEveryPage) {
+  const size_t page = 4096;
+  const size_t piece = MemorySnapshot::kProtectPiecePages * page;
+  const size_t size = (MemorySnapshot::kMinSpreadPieces + 3) * piece;
+  char* memory = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(memory, MAP_FAILED);
+  ASSERT_EQ(madvise(memory, size, MADV_NOHUGEPAGE), 0);
+  const std::vector<char> original = Pattern(size, 4);
+  std::memcpy(memory, original.data(), size);
+  // Three runs, a page apart: a piece and a half, a few pages, the rest
+  // but a page.
+  const std::vector<MemorySnapshot::Range> ranges = {
+      {memory, piece + piece / 2},
+      {memory + piece + piece / 2 + page, 5 * page + 100},
+      {memory + piece * 2, size - piece * 2 - page}};
+  absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+      MemorySnapshot::Prepare(ranges);
+  if (absl::IsUnavailable(snapshot.status()) && geteuid() != 0) {
+    munmap(memory, size);
+    GTEST_SKIP() << "userfaultfd is not permitted to this user";
+  }
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  std::atomic<size_t> spread{0};
+  absl::Status protect =
+      (*snapshot)->Protect([&](size_t count, size_t chunk,
+                               absl::FunctionRef<void(size_t, size_t)> body) {
+        std::vector<std::thread> threads;
+        for (size_t begin = 0; begin < count; begin += chunk) {
+          threads.emplace_back([&, begin] {
+            body(begin, std::min(begin + chunk, count));
+            ++spread;
+          });
+        }
+        for (std::thread& thread : threads) thread.join();
+      });
+  ASSERT_TRUE(protect.ok()) << protect;
+  EXPECT_GE(spread.load(), 2u);
+  std::memset(memory, 0x7f, size);
+  for (const MemorySnapshot::Range& range : ranges) {
+    const size_t offset = range.data - memory;
+    SCOPED_TRACE(offset);
+    EXPECT_TRUE(ReadAll(**snapshot, range.data, range.size, kMiB) ==
+                std::vector<char>(original.begin() + offset,
+                                  original.begin() + offset + range.size));
+  }
+  snapshot->reset();
+  munmap(memory, size);
 }
 
 TEST(MemorySnapshotTest, PagesAlreadyReadAreWrittenWithoutACopy) {

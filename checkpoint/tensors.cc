@@ -27,6 +27,7 @@
 
 #include "ATen/Context.h"
 #include "ATen/detail/CUDAHooksInterface.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -1073,38 +1074,40 @@ class AsyncCheckpointSaver::Worker {
   // calling thread and, while the worker is idle, on its thread too, and
   // returns when all have run. A helper that has not started when the
   // caller runs out of chunks is not waited for (the worker may be slow
-  // to wake on a busy machine). `body` must not throw.
+  // to wake on a busy machine). `body` must not throw. Allocates nothing
+  // and writes only this object's mapping: it also spreads the protection
+  // of a write-protected save (MemorySnapshot::Protect).
   void ForEachChunk(size_t count, size_t chunk,
-                    const std::function<void(size_t, size_t)>& body) {
+                    absl::FunctionRef<void(size_t, size_t)> body) {
     if (count <= chunk) {
       body(0, count);
       return;
     }
-    enum : int { kNotStarted, kHelping, kDone, kTooLate };
-    struct Shared {
-      std::atomic<size_t> next{0};
-      std::atomic<int> helper{kNotStarted};
+    // The call's state lives here, not in the job: the job captures only
+    // this call's generation, which a helper queued by an earlier call
+    // (one that started too late) finds changed, and then touches nothing.
+    const uint64_t generation = ++generation_;
+    auto word = [generation](uint64_t helper) {
+      return generation << 2 | helper;
     };
-    auto shared = std::make_shared<Shared>();
-    auto work = [&body, count, chunk](Shared& shared) {
-      for (size_t begin = shared.next.fetch_add(chunk); begin < count;
-           begin = shared.next.fetch_add(chunk)) {
-        body(begin, std::min(begin + chunk, count));
+    body_ = &body;
+    count_ = count;
+    chunk_ = chunk;
+    next_.store(0);
+    helper_.store(word(kNotStarted));
+    Run([this, generation] {
+      uint64_t expected = generation << 2 | kNotStarted;
+      if (!helper_.compare_exchange_strong(expected,
+                                           generation << 2 | kHelping)) {
+        return;
       }
-    };
-    // `body` is referenced only while the caller waits below.
-    Run([shared, work] {
-      int expected = kNotStarted;
-      if (!shared->helper.compare_exchange_strong(expected, kHelping)) return;
-      work(*shared);
-      shared->helper.store(kDone, std::memory_order_release);
+      Work();
+      helper_.store(generation << 2 | kDone);
     });
-    work(*shared);
-    int expected = kNotStarted;
-    if (!shared->helper.compare_exchange_strong(expected, kTooLate)) {
-      while (shared->helper.load(std::memory_order_acquire) != kDone) {
-        std::this_thread::yield();
-      }
+    Work();
+    uint64_t expected = word(kNotStarted);
+    if (!helper_.compare_exchange_strong(expected, word(kTooLate))) {
+      while (helper_.load() != word(kDone)) std::this_thread::yield();
     }
   }
 
@@ -1130,9 +1133,32 @@ class AsyncCheckpointSaver::Worker {
     }
   }
 
+  // ForEachChunk's chunks, for the caller and the helper.
+  void Work() {
+    const size_t count = count_;
+    const size_t chunk = chunk_;
+    const absl::FunctionRef<void(size_t, size_t)> body = *body_;
+    for (size_t begin = next_.fetch_add(chunk); begin < count;
+         begin = next_.fetch_add(chunk)) {
+      body(begin, std::min(begin + chunk, count));
+    }
+  }
+
+  // ForEachChunk's state: the helper's, in the low two bits of a word
+  // whose upper bits are the call's generation.
+  enum : uint64_t { kNotStarted, kHelping, kDone, kTooLate };
+  uint64_t generation_ = 0;  // the caller's only
+  // Apart from the rest: the two threads take turns writing them.
+  alignas(64) std::atomic<uint64_t> helper_{0};
+  alignas(64) std::atomic<size_t> next_{0};
+  alignas(64) const absl::FunctionRef<void(size_t, size_t)>* body_ = nullptr;
+  size_t count_ = 0;
+  size_t chunk_ = 0;
+
   std::mutex mutex_;
   std::condition_variable changed_;
-  // A save queues at most a helper and its own job.
+  // A save queues at most two helpers (gathering, protecting) and its own
+  // job.
   static constexpr size_t kQueueLength = 4;
   std::function<void()> jobs_[kQueueLength];
   size_t first_ = 0;
@@ -1425,7 +1451,12 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   // are now protected (MemorySnapshot::Prepare says why): the job was made
   // above, `save` was moved into it, the worker lives in a mapping of its
   // own.
-  if (absl::Status status = snapshot->Protect(); !status.ok()) {
+  if (absl::Status status = snapshot->Protect(
+          [this](size_t count, size_t chunk,
+                 absl::FunctionRef<void(size_t, size_t)> body) {
+            worker_->ForEachChunk(count, chunk, body);
+          });
+      !status.ok()) {
     // The fallback save takes the callbacks.
     on_committed = std::move(callbacks.on_committed);
     before_commit = std::move(callbacks.before_commit);

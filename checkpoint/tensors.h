@@ -151,8 +151,9 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // writes them from where they are, and a page is copied aside only when a
 // thread of the caller is about to write it while it is still unsaved;
 // saved pages are released as the write goes on. The pause is a
-// page-table update, per page: about 25 ms per GiB of 4 KiB pages on our
-// machine, under 2 ms per GiB on huge pages (MoveToHugePages), plus taking
+// page-table update, per page: about 16 ms per GiB of 4 KiB pages on our
+// machine (the saver's thread takes half when there is much of it), under
+// 2 ms per GiB on huge pages (MoveToHugePages), plus taking
 // a reference to each tensor and copying its name, which the saver's
 // thread shares when it is free (1.3-2.9 ms in all for 20,000 small
 // tensors whose heap MoveToHugePages collapsed; docs/PERFORMANCE.md). The
