@@ -285,6 +285,25 @@ INSTANTIATE_TEST_SUITE_P(Snapshots, AsyncCheckpointSaverTest,
 
 // The contract: a checkpoint holds the values at the moment SaveAsync was
 // called, whatever the caller does to its tensors afterwards.
+// The TensorDigest of the checkpoint at `path`, after checking every
+// tensor's checksum; a test failure (and "") if it does not open or check.
+std::string VerifiedDigest(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+      CheckpointReader::Open(path);
+  if (!reader.ok()) {
+    ADD_FAILURE() << reader.status();
+    return "";
+  }
+  absl::Status verified = (*reader)->VerifyAll();
+  EXPECT_TRUE(verified.ok()) << verified;
+  absl::StatusOr<std::string> digest = TensorDigest(**reader);
+  if (!digest.ok()) {
+    ADD_FAILURE() << digest.status();
+    return "";
+  }
+  return *digest;
+}
+
 TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
   CheckpointState state;
   for (int i = 0; i < 64; ++i) {
@@ -315,16 +334,7 @@ TEST_P(AsyncCheckpointSaverTest, KeepsTheValuesOfTheMomentOfTheCall) {
     absl::Status waited = saver.Wait();
     ASSERT_TRUE(waited.ok()) << waited;
   }
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> sync_reader =
-      CheckpointReader::Open(sync_path);
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> async_reader =
-      CheckpointReader::Open(async_path);
-  ASSERT_TRUE(sync_reader.ok() && async_reader.ok());
-  absl::StatusOr<std::string> expected = TensorDigest(**sync_reader);
-  absl::StatusOr<std::string> got = TensorDigest(**async_reader);
-  ASSERT_TRUE(expected.ok() && got.ok());
-  EXPECT_EQ(*got, *expected);
-  ASSERT_TRUE((*async_reader)->VerifyAll().ok());
+  EXPECT_EQ(VerifiedDigest(async_path), VerifiedDigest(sync_path));
 }
 
 // Enough tensors for the saver's worker to share the gathering, and a
@@ -352,15 +362,7 @@ TEST_P(AsyncCheckpointSaverTest, SharedGatherAndProtectionKeepTheMoment) {
     absl::Status waited = saver.Wait();
     ASSERT_TRUE(waited.ok()) << waited;
     for (auto& [name, tensor] : state.tensors) tensor.neg_();
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> expected_reader =
-        CheckpointReader::Open(sync_path);
-    absl::StatusOr<std::unique_ptr<CheckpointReader>> got_reader =
-        CheckpointReader::Open(path);
-    ASSERT_TRUE(expected_reader.ok() && got_reader.ok());
-    absl::StatusOr<std::string> expected = TensorDigest(**expected_reader);
-    absl::StatusOr<std::string> got = TensorDigest(**got_reader);
-    ASSERT_TRUE(expected.ok() && got.ok());
-    EXPECT_EQ(*got, *expected);
+    EXPECT_EQ(VerifiedDigest(path), VerifiedDigest(sync_path));
   }
 }
 
