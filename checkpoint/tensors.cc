@@ -1087,27 +1087,27 @@ class AsyncCheckpointSaver::Worker {
     // this call's generation, which a helper queued by an earlier call
     // (one that started too late) finds changed, and then touches nothing.
     const uint64_t generation = ++generation_;
-    auto word = [generation](uint64_t helper) {
-      return generation << 2 | helper;
-    };
     body_ = &body;
     count_ = count;
     chunk_ = chunk;
     next_.store(0);
-    helper_.store(word(kNotStarted));
+    helper_.store(Word(generation, kNotStarted));
     Run([this, generation] {
-      uint64_t expected = generation << 2 | kNotStarted;
+      uint64_t expected = Word(generation, kNotStarted);
       if (!helper_.compare_exchange_strong(expected,
-                                           generation << 2 | kHelping)) {
+                                           Word(generation, kHelping))) {
         return;
       }
       Work();
-      helper_.store(generation << 2 | kDone);
+      helper_.store(Word(generation, kDone));
     });
     Work();
-    uint64_t expected = word(kNotStarted);
-    if (!helper_.compare_exchange_strong(expected, word(kTooLate))) {
-      while (helper_.load() != word(kDone)) std::this_thread::yield();
+    uint64_t expected = Word(generation, kNotStarted);
+    if (!helper_.compare_exchange_strong(expected,
+                                         Word(generation, kTooLate))) {
+      while (helper_.load() != Word(generation, kDone)) {
+        std::this_thread::yield();
+      }
     }
   }
 
@@ -1147,6 +1147,9 @@ class AsyncCheckpointSaver::Worker {
   // ForEachChunk's state: the helper's, in the low two bits of a word
   // whose upper bits are the call's generation.
   enum : uint64_t { kNotStarted, kHelping, kDone, kTooLate };
+  static uint64_t Word(uint64_t generation, uint64_t helper) {
+    return generation << 2 | helper;
+  }
   uint64_t generation_ = 0;  // the caller's only
   // Apart from the rest: the two threads take turns writing them.
   alignas(64) std::atomic<uint64_t> helper_{0};
