@@ -151,6 +151,8 @@ struct MemorySnapshot::State {
   char* copies = nullptr;    // page_count pages, touched only when copied
   size_t control_bytes = 0;  // the mapping this State lives at the start of
   std::atomic<size_t> copied_pages{0};
+  // Set by the server once its thread has started (see Protect).
+  std::atomic<bool> serving{false};
 
   size_t Length(const Run& run) const { return run.pages * page_size; }
 
@@ -228,6 +230,7 @@ struct MemorySnapshot::State {
   void Serve() {
     struct pollfd fds[2] = {{uffd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     struct uffd_msg messages[16];
+    serving.store(true, std::memory_order_release);
     for (;;) {
       if (poll(fds, 2, -1) < 0) {
         if (errno == EINTR) continue;
@@ -378,6 +381,9 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   }
   state->stop_fd = eventfd(0, EFD_CLOEXEC);
   if (state->stop_fd < 0) return Unavailable("eventfd", errno);
+  // Started here so that its start overlaps the registrations; Protect
+  // waits until it serves.
+  snapshot->server_ = std::thread([state] { state->Serve(); });
   for (size_t i = 0; i < state->run_count; ++i) {
     struct uffdio_register registration = {};
     registration.range.start = state->runs[i].start;
@@ -394,9 +400,6 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
       return Unavailable("write protection of this memory", EOPNOTSUPP);
     }
   }
-  // The server runs before the first page is protected: a write must never
-  // wait for nobody.
-  snapshot->server_ = std::thread([state] { state->Serve(); });
   return snapshot;
 }
 
@@ -408,6 +411,17 @@ absl::Status MemorySnapshot::Protect() {
 
 absl::Status MemorySnapshot::Protect(ChunkRunner for_each_chunk) {
   State& state = *state_;
+  // A write must never wait for nobody, and the server must never wait
+  // for itself: a thread's start may allocate (AddressSanitizer's does,
+  // and so can an allocator or a profiler preloaded by the user), and an
+  // allocation next to a protected tensor would fault on the one thread
+  // that serves faults. So nothing is protected until the server's thread
+  // has started and runs Serve's own code, which writes only its stack
+  // and the State.
+  while (state.page_count != 0 &&
+         !state.serving.load(std::memory_order_acquire)) {
+    std::this_thread::yield();
+  }
   const size_t pieces =
       (state.page_count + kProtectPiecePages - 1) / kProtectPiecePages;
   // The first error's errno; pieces may fail on several threads at once.

@@ -74,7 +74,11 @@ class MemorySnapshot {
   static absl::StatusOr<std::unique_ptr<MemorySnapshot>> Prepare(
       absl::Span<const Range> ranges);
   // kUnavailable if the kernel refuses (nothing is left protected then).
-  // Writes no memory but the snapshot's own mapping.
+  // Writes no memory but the snapshot's own mapping. Waits first (tens of
+  // microseconds here) until the thread that serves faults, started by
+  // Prepare, has started: a thread's start may allocate (under
+  // AddressSanitizer it does), and if that allocation fell on a protected
+  // page the server would wait for itself.
   absl::Status Protect();
 
   // Runs body(begin, end) over [0, count) in chunks of `chunk`, on one
