@@ -32,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "c10/core/CPUAllocator.h"
 #include "c10/core/Event.h"
 #include "c10/core/StreamGuard.h"
 #include "c10/core/impl/VirtualGuardImpl.h"
@@ -467,6 +468,66 @@ absl::Status CheckDevice(const torch::Device& device) {
   return absl::OkStatus();
 }
 
+// The bytes from one tensor's start to the next one's in a block of
+// several (LibTorch's CPU allocator aligns to 64 bytes too).
+size_t AlignedSize(uint64_t bytes) {
+  return (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+}
+
+// CPU tensors over pieces of one block of memory, each with a storage of
+// its own, so that each is saved, resized and freed as if it were alone.
+// The block's owner is let go with the last of them. For a batch of small
+// tensors this replaces a posix_memalign and a free per tensor, which for
+// 20,000 tensors of 4 KiB cost glibc about as much as reading them (perf
+// of a warm load: 16% of its time allocating, 14% freeing, 21% reading).
+// torch::from_blob would also cost a heap-allocated deleter and a second
+// TensorImpl per tensor (it hands make_variable an lvalue, which copies).
+// Thread-safe: Make may run on several threads at once.
+class BlockTensors {
+ public:
+  // `resizable`: a tensor resized beyond its piece moves to memory of
+  // LibTorch's CPU allocator (as one from torch::empty would); without
+  // it, resizing throws (a read-only mapping must never be written).
+  BlockTensors(std::shared_ptr<const void> owner, bool resizable)
+      : shared_(new Shared{std::move(owner), {1}}), resizable_(resizable) {}
+  ~BlockTensors() { Release(shared_); }
+  BlockTensors(const BlockTensors&) = delete;
+  BlockTensors& operator=(const BlockTensors&) = delete;
+
+  // A contiguous tensor of `dtype` and `shape` at `data`, inside the block.
+  torch::Tensor Make(const void* data, torch::Dtype dtype,
+                     torch::IntArrayRef shape) const {
+    const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
+                         c10::elementSize(dtype);
+    shared_->users.fetch_add(1, std::memory_order_relaxed);
+    // From here on the DataPtr releases the user it was given.
+    c10::DataPtr data_ptr(const_cast<void*>(data), shared_, &Release,
+                          c10::Device(c10::kCPU));
+    c10::Storage storage(
+        c10::Storage::use_byte_size_t(), bytes, std::move(data_ptr),
+        resizable_ ? c10::GetCPUAllocator() : nullptr, resizable_);
+    torch::Tensor tensor = at::detail::make_tensor<c10::TensorImpl>(
+        std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+        c10::scalarTypeToTypeMeta(dtype));
+    tensor.unsafeGetTensorImpl()->set_sizes_contiguous(shape);
+    return tensor;
+  }
+
+ private:
+  struct Shared {
+    std::shared_ptr<const void> owner;
+    std::atomic<size_t> users;
+  };
+  static void Release(void* context) {
+    Shared* shared = static_cast<Shared*>(context);
+    if (shared->users.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete shared;
+    }
+  }
+  Shared* shared_;
+  bool resizable_;
+};
+
 // Phase 2 of a load, in order: the first error wins; then casts and device
 // moves of the tensors that phase 1 left in `state`, named and on CPU (or
 // on the device already, ReadOntoDevice). Phase 1 names them too, in
@@ -510,6 +571,8 @@ absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
   const size_t count = source->tensors().size();
   state.tensors.resize(count);
   std::vector<absl::Status> errors(count);
+  std::optional<BlockTensors> mapped;
+  if (options.use_mmap) mapped.emplace(source, /*resizable=*/false);
   ParallelFor(count, ThreadCount(options.num_threads), [&](size_t i) {
     const interop::SourceTensor& tensor = source->tensors()[i];
     state.tensors[i].first = tensor.name;
@@ -540,10 +603,8 @@ absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
           reinterpret_cast<uintptr_t>(bytes->data()) %
                   c10::elementSize(*dtype) ==
               0) {
-        // The deleter holds the file's mapping.
-        loaded = torch::from_blob(
-            const_cast<char*>(bytes->data()), tensor.shape, [source](void*) {},
-            cpu_options);
+        // They hold the file's mapping.
+        loaded = mapped->Make(bytes->data(), *dtype, tensor.shape);
       } else {
         loaded = torch::empty(tensor.shape, cpu_options);
         if (!bytes->empty()) {
@@ -661,8 +722,10 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
   CheckpointState state;
   state.metadata = manifest.metadata();
   state.training_state = manifest.training_state();
-  std::shared_ptr<const void> mapping;
-  if (options.use_mmap) mapping = (*reader)->mapping_owner();
+  std::optional<BlockTensors> mapped;
+  if (options.use_mmap) {
+    mapped.emplace((*reader)->mapping_owner(), /*resizable=*/false);
+  }
   const int count = manifest.tensors_size();
   state.tensors.resize(count);
   std::vector<absl::Status> errors(count);
@@ -715,6 +778,28 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
     }
     std::vector<const proto::TensorEntry*> entries;
     std::vector<absl::Span<char>> destinations;
+    // A batch of small tensors is read into one block (BlockTensors).
+    std::optional<BlockTensors> block;
+    char* block_at = nullptr;
+    if (!options.use_mmap && end - first > 1) {
+      size_t total = 0;
+      for (int i = first; i < end; ++i) {
+        total += AlignedSize(manifest.tensors(i).size_bytes());
+      }
+      try {
+        auto memory = std::make_shared<c10::DataPtr>(
+            c10::GetCPUAllocator()->allocate(total));
+        block_at = static_cast<char*>(memory->get());
+        block.emplace(std::move(memory), /*resizable=*/true);
+      } catch (const std::exception& error) {
+        errors[first] = FromException(
+            absl::StrCat("allocating ", total, " bytes for tensor '",
+                         manifest.tensors(first).name(), "' and the ",
+                         end - first - 1, " after it"),
+            error);
+        return;
+      }
+    }
     for (int i = first; i < end; ++i) {
       const proto::TensorEntry& entry = manifest.tensors(i);
       state.tensors[i].first = entry.name();
@@ -739,10 +824,14 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
             errors[i] = Annotate(view.status(), context());
             return;
           }
-          // The deleter holds the mapping: the view outlives the reader.
-          loaded = torch::from_blob(
-              const_cast<char*>(view->data()), shape, [mapping](void*) {},
-              cpu_options);
+          // They hold the mapping: the view outlives the reader.
+          loaded = mapped->Make(view->data(), *dtype, shape);
+        } else if (block) {
+          loaded = block->Make(block_at, *dtype, shape);
+          block_at += AlignedSize(entry.size_bytes());
+          entries.push_back(&entry);
+          destinations.emplace_back(static_cast<char*>(loaded.data_ptr()),
+                                    loaded.nbytes());
         } else {
           loaded = torch::empty(shape, cpu_options);
           entries.push_back(&entry);
@@ -917,8 +1006,7 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
                        "': only dense (strided) tensors are supported"));
     }
     offsets[i] = total;
-    total += (tensor.nbytes() + kTensorAlignment - 1) / kTensorAlignment *
-             kTensorAlignment;
+    total += AlignedSize(tensor.nbytes());
   }
   std::shared_ptr<StagingBuffer> buffer;
   if (staging != nullptr && *staging != nullptr && staging->use_count() == 1 &&
@@ -934,12 +1022,12 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
   try {
     std::vector<torch::Tensor> copies(count);
     std::vector<CopyPiece> pieces;
+    // They keep the buffer from reuse as long as any of them lives.
+    const BlockTensors block(buffer, /*resizable=*/false);
     for (size_t i = 0; i < count; ++i) {
       const torch::Tensor& tensor = state.tensors[i].second;
-      // The deleter keeps the slab alive as long as any view of it.
-      copies[i] = torch::from_blob(
-          buffer->data() + offsets[i], tensor.sizes(), [buffer](void*) {},
-          torch::TensorOptions().dtype(tensor.scalar_type()));
+      copies[i] = block.Make(buffer->data() + offsets[i], tensor.scalar_type(),
+                             tensor.sizes());
       if (tensor.device().is_cpu() && tensor.is_contiguous()) {
         for (size_t done = 0; done < tensor.nbytes(); done += kCopyPieceBytes) {
           pieces.push_back(

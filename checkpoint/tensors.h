@@ -22,7 +22,11 @@
 // error rather than a LibTorch exception. With use_mmap on CPU (and no dtype
 // cast) tensors are zero-copy views of the read-only file mapping: they keep
 // the mapping alive, and WRITING TO THEM CRASHES (SIGSEGV). Copy them into a
-// module (module_loading.h) or clone() them before modifying.
+// module (module_loading.h) or clone() them before modifying. Without
+// mmap, tensors under 64 KiB are read in runs of up to 1 MiB into one
+// allocation: each still has a storage of its own (its own size,
+// resizable, saved alone), but a run's memory goes back to the allocator
+// only with the last of its tensors.
 //
 // Every function here catches c10::Error and returns an absl::Status.
 #ifndef CHECKPOINT_TENSORS_H_

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -555,6 +557,57 @@ TEST(TensorsTest, SnapshotCopiesIntoReusableStagingMemory) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->tensors[0].second.data_ptr(), first_memory);
   ExpectSameTensors(state.tensors, again->tensors);
+}
+
+// Small tensors are read into one block per batch, yet each must behave as
+// if allocated alone: its own storage of its own size (torch::save and our
+// save write only its bytes), aligned, resizable, writable without
+// touching its neighbours, an autograd leaf, and alive after the rest of
+// the batch is gone.
+TEST(TensorsTest, SmallTensorsLoadedTogetherBehaveAsIfAlone) {
+  CheckpointState state;
+  for (int i = 0; i < 300; ++i) {
+    state.tensors.emplace_back("t" + std::to_string(i),
+                               torch::full({1 + i % 7, 3}, i, torch::kFloat));
+  }
+  const std::string path = UniqueTempPath("block");
+  ASSERT_TRUE(SaveCheckpoint(path, state).ok());
+  absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSameTensors(state.tensors, loaded->tensors);
+  std::set<const void*> storages;
+  for (const auto& [name, tensor] : loaded->tensors) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(tensor.storage().nbytes(), tensor.nbytes());
+    EXPECT_EQ(tensor.storage_offset(), 0);
+    EXPECT_TRUE(tensor.storage().resizable());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(tensor.data_ptr()) % kTensorAlignment,
+              0u);
+    storages.insert(tensor.storage().unsafeGetStorageImpl());
+  }
+  EXPECT_EQ(storages.size(), loaded->tensors.size());
+
+  torch::Tensor& grown = loaded->tensors[10].second;
+  grown.resize_({1000, 3});
+  grown.fill_(-1);
+  loaded->tensors[11].second.fill_(-2);
+  EXPECT_TRUE(loaded->tensors[9].second.equal(state.tensors[9].second));
+  EXPECT_TRUE(loaded->tensors[12].second.equal(state.tensors[12].second));
+
+  torch::Tensor leaf = loaded->tensors[5].second;
+  leaf.set_requires_grad(true);
+  (leaf * 2).sum().backward();
+  EXPECT_TRUE(leaf.grad().equal(torch::full_like(leaf, 2)));
+
+  const torch::Tensor kept = loaded->tensors[200].second;
+  loaded->tensors.clear();
+  EXPECT_TRUE(kept.equal(state.tensors[200].second));
+  std::vector<torch::Tensor> round_trip;
+  std::stringstream pickled;
+  torch::save(std::vector<torch::Tensor>{kept}, pickled);
+  torch::load(round_trip, pickled);
+  ASSERT_EQ(round_trip.size(), 1u);
+  EXPECT_TRUE(round_trip[0].equal(kept));
 }
 
 TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
