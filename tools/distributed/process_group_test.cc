@@ -238,10 +238,16 @@ class ProcessGroupFailureTest : public testing::Test {
 };
 
 TEST_F(ProcessGroupFailureTest, APeerThatNeverComesTimesOutWithOneLine) {
-  const int port = FreePort();
-  Rank alone = Start(0, 2, port, "--timeout_ms=2000");
-  EXPECT_EQ(Wait(alone, std::chrono::seconds(30)), 1);
-  const std::string output = test_paths::ReadFile(alone.output);
+  std::string output;
+  // A port found free may be taken (by another test's connection) before
+  // the store binds it; c10d then logs its own warning about that, which
+  // says nothing of our line. Such a run is made again on another port.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    Rank alone = Start(0, 2, FreePort(), "--timeout_ms=2000");
+    EXPECT_EQ(Wait(alone, std::chrono::seconds(30)), 1);
+    output = test_paths::ReadFile(alone.output);
+    if (output.find("Address already in use") == std::string::npos) break;
+  }
   EXPECT_THAT(output, HasSubstr("rank 0 of 2 (torchrun)"));
   EXPECT_THAT(output, HasSubstr("not every process joined within 2s"));
   EXPECT_EQ(std::count(output.begin(), output.end(), '\n'), 1) << output;
