@@ -1073,6 +1073,26 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
   return snapshot;
 }
 
+namespace {
+
+// A CPU tensor of `dtype` and `shape` on memory of its own, mapped on
+// huge pages (MapHugePages): a write-protected snapshot of it protects one
+// page-table entry per 2 MiB. Resizable like one from torch::empty.
+// kResourceExhausted if no mapping can be had (memory, the process's map
+// count).
+absl::StatusOr<torch::Tensor> HugePagesTensor(torch::Dtype dtype,
+                                              torch::IntArrayRef shape) {
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
+                       c10::elementSize(dtype);
+  ASSIGN_OR_RETURN(char* memory, MapHugePages(bytes));
+  std::shared_ptr<char> owner(
+      memory, [bytes](char* data) { UnmapHugePages(data, bytes); });
+  return BlockTensors(std::move(owner), /*resizable=*/true)
+      .Make(memory, dtype, shape);
+}
+
+}  // namespace
+
 absl::StatusOr<HugePagesMoved> MoveToHugePages(const NamedTensors& tensors) {
   HugePagesMoved result;
   // The memory of tensors left where they are, collapsed in place.
@@ -1093,20 +1113,15 @@ absl::StatusOr<HugePagesMoved> MoveToHugePages(const NamedTensors& tensors) {
         continue;
       }
       const size_t bytes = tensor.nbytes();
-      absl::StatusOr<char*> memory = MapHugePages(bytes);
-      if (!memory.ok()) {
-        return Annotate(memory.status(),
+      absl::StatusOr<torch::Tensor> huge =
+          HugePagesTensor(tensor.scalar_type(), tensor.sizes());
+      if (!huge.ok()) {
+        return Annotate(huge.status(),
                         absl::StrCat("moving tensor '", name, "'"));
       }
-      torch::Tensor huge = torch::from_blob(
-          *memory, tensor.sizes(),
-          [bytes](void* data) {
-            UnmapHugePages(static_cast<char*>(data), bytes);
-          },
-          tensor.options());
-      huge.copy_(tensor);
+      huge->copy_(tensor);
       // set_data keeps the tensor object (and its autograd identity).
-      torch::Tensor(tensor).set_data(huge);
+      torch::Tensor(tensor).set_data(*huge);
       result.moved_bytes += bytes;
     }
   } catch (const std::exception& error) {

@@ -509,6 +509,8 @@ TEST(TensorsTest, MoveToHugePagesKeepsTheTensorsAndTheirValues) {
   EXPECT_TRUE(big.requires_grad());
   EXPECT_TRUE(torch::equal(big.detach(), big_values));
   EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data_ptr()) % (2 << 20), 0u);
+  // Resizable, as the memory it left was.
+  EXPECT_TRUE(big.storage().resizable());
   // The rest is left where it was: too small, a view, shared storage.
   for (const char* name : {"small", "view", "shared", "alias"}) {
     const auto it =
