@@ -78,15 +78,16 @@ void CopyPage(char* to, const char* from, size_t size) {
 }
 #endif
 
-// The indices of the non-empty `ranges`, in the order of their first pages.
-// A radix sort on the bits in which those pages differ, of indices rather
-// than copies: the ranges of 20,000 small tensors are rarely quite in
-// order, std::sort of them took 0.7 ms, copies of them are fresh memory,
-// and all this is in the pause of an asynchronous save.
-std::vector<uint32_t> OrderByPage(
-    absl::Span<const MemorySnapshot::Range> ranges, size_t page_size) {
-  std::vector<uint32_t> order;
-  order.reserve(ranges.size());
+// The indices of the non-empty `ranges`, in the order of their first pages,
+// in `order` or `other` (each room for ranges.size() indices). A radix
+// sort on the bits in which those pages differ, of indices rather than
+// copies: the ranges of 20,000 small tensors are rarely quite in order,
+// std::sort of them took 0.7 ms, copies of them are fresh memory, and all
+// this is in the pause of an asynchronous save.
+absl::Span<const uint32_t> OrderByPage(
+    absl::Span<const MemorySnapshot::Range> ranges, size_t page_size,
+    uint32_t* order, uint32_t* other) {
+  size_t count = 0;
   const int page_shift = __builtin_ctzll(page_size);
   uintptr_t lowest = UINTPTR_MAX;
   uintptr_t highest = 0;
@@ -96,30 +97,30 @@ std::vector<uint32_t> OrderByPage(
   };
   for (uint32_t i = 0; i < ranges.size(); ++i) {
     if (ranges[i].size == 0) continue;
-    sorted = sorted && (order.empty() || page(order.back()) <= page(i));
+    sorted = sorted && (count == 0 || page(order[count - 1]) <= page(i));
     lowest = std::min(lowest, page(i));
     highest = std::max(highest, page(i));
-    order.push_back(i);
+    order[count++] = i;
   }
-  if (sorted) return order;
+  if (sorted) return absl::MakeConstSpan(order, count);
   constexpr int kDigitBits = 8;
   constexpr uintptr_t kDigitMask = (uintptr_t{1} << kDigitBits) - 1;
-  std::vector<uint32_t> other(order.size());
   for (int shift = 0; shift < 64 && ((highest - lowest) >> shift) != 0;
        shift += kDigitBits) {
     size_t starts[(1 << kDigitBits) + 1] = {};
-    for (const uint32_t i : order) {
-      ++starts[(((page(i) - lowest) >> shift) & kDigitMask) + 1];
+    for (size_t k = 0; k < count; ++k) {
+      ++starts[(((page(order[k]) - lowest) >> shift) & kDigitMask) + 1];
     }
     for (size_t digit = 0; digit < (1 << kDigitBits); ++digit) {
       starts[digit + 1] += starts[digit];
     }
-    for (const uint32_t i : order) {
-      other[starts[((page(i) - lowest) >> shift) & kDigitMask]++] = i;
+    for (size_t k = 0; k < count; ++k) {
+      other[starts[((page(order[k]) - lowest) >> shift) & kDigitMask]++] =
+          order[k];
     }
-    order.swap(other);
+    std::swap(order, other);
   }
-  return order;
+  return absl::MakeConstSpan(order, count);
 }
 
 }  // namespace
@@ -262,41 +263,59 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
   return snapshot;
 }
 
+size_t MemorySnapshot::ScratchBytes(size_t range_count) {
+  return alignof(State::Run) - 1 +
+         range_count * (sizeof(State::Run) + 2 * sizeof(uint32_t));
+}
+
 absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
-    absl::Span<const Range> ranges) {
+    absl::Span<const Range> ranges, absl::Span<char> scratch) {
   const size_t page_size = PageSize();
   if (ranges.size() > UINT32_MAX) {
     return absl::InvalidArgumentError("memory snapshot: too many ranges");
   }
+  // Runs, then two arrays of indices, in the caller's scratch memory or,
+  // without enough of it, in memory of our own.
+  const size_t scratch_bytes = ScratchBytes(ranges.size());
+  std::unique_ptr<char[]> own_scratch;
+  if (scratch.size() < scratch_bytes) {
+    own_scratch.reset(new char[scratch_bytes]);
+    scratch = absl::MakeSpan(own_scratch.get(), scratch_bytes);
+  }
+  void* aligned = scratch.data();
+  size_t space = scratch.size();
+  std::align(alignof(State::Run), sizeof(State::Run), aligned, space);
+  State::Run* const runs = static_cast<State::Run*>(aligned);
+  uint32_t* const indices = reinterpret_cast<uint32_t*>(runs + ranges.size());
   // Page-rounded ranges, in order, merged into runs.
-  std::vector<State::Run> runs;
+  size_t run_count = 0;
   size_t page_count = 0;
-  const std::vector<uint32_t> order = OrderByPage(ranges, page_size);
+  const absl::Span<const uint32_t> order =
+      OrderByPage(ranges, page_size, indices, indices + ranges.size());
   for (const uint32_t i : order) {
     const uintptr_t data = reinterpret_cast<uintptr_t>(ranges[i].data);
     const uintptr_t begin = data & ~(page_size - 1);
     const uintptr_t end =
         (data + ranges[i].size + page_size - 1) & ~(page_size - 1);
-    if (!runs.empty() &&
-        begin <= runs.back().start + runs.back().pages * page_size) {
-      State::Run& run = runs.back();
+    State::Run* const last = run_count == 0 ? nullptr : &runs[run_count - 1];
+    if (last != nullptr && begin <= last->start + last->pages * page_size) {
       const uintptr_t run_end =
-          std::max<uintptr_t>(run.start + run.pages * page_size, end);
-      const size_t pages = (run_end - run.start) / page_size;
-      page_count += pages - run.pages;
-      run.pages = pages;
+          std::max<uintptr_t>(last->start + last->pages * page_size, end);
+      const size_t pages = (run_end - last->start) / page_size;
+      page_count += pages - last->pages;
+      last->pages = pages;
     } else {
-      runs.push_back({begin, (end - begin) / page_size, page_count});
-      page_count += runs.back().pages;
+      runs[run_count++] = {begin, (end - begin) / page_size, page_count};
+      page_count += runs[run_count - 1].pages;
     }
   }
 
   // The State, its runs and its per-page arrays in one mapping.
   const size_t runs_offset = (sizeof(State) + alignof(State::Run) - 1) /
                              alignof(State::Run) * alignof(State::Run);
-  const size_t unread_offset = runs_offset + runs.size() * sizeof(State::Run);
+  const size_t unread_offset = runs_offset + run_count * sizeof(State::Run);
   size_t block_count = 0;
-  for (State::Run& run : runs) {
+  for (State::Run& run : absl::MakeSpan(runs, run_count)) {
     run.first_block = block_count;
     block_count += (run.start + run.pages * page_size - 1) / kBlockBytes -
                    run.start / kBlockBytes + 1;
@@ -311,9 +330,9 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   char* base = static_cast<char*>(control);
   state->control_bytes = control_bytes;
   state->page_size = page_size;
-  state->run_count = runs.size();
+  state->run_count = run_count;
   state->runs = reinterpret_cast<State::Run*>(base + runs_offset);
-  std::copy(runs.begin(), runs.end(), state->runs);
+  std::copy(runs, runs + run_count, state->runs);
   state->page_count = page_count;
   state->unread = reinterpret_cast<uint32_t*>(base + unread_offset);
   state->copied = reinterpret_cast<uint8_t*>(base + copied_offset);

@@ -423,6 +423,54 @@ void ExpectRandomRangesKeptUnderConcurrentWrites(uint64_t seed) {
   munmap(mapped, mapped_size);
 }
 
+// Prepare works in the caller's scratch memory when given enough of it
+// (ScratchBytes, from any address) and in its own otherwise; ranges out of
+// order (sorted there) and overlapping keep their bytes either way.
+TEST(MemorySnapshotTest, PreparesInTheCallersScratchOrItsOwn) {
+  const size_t page = 4096;
+  const size_t size = 64 * page;
+  char* memory = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(memory, MAP_FAILED);
+  const std::vector<char> original = Pattern(size, 5);
+  std::memcpy(memory, original.data(), size);
+  std::vector<MemorySnapshot::Range> ranges;
+  for (size_t i = 0; i < 40; ++i) {
+    const size_t at = (i * 37 % 40) * page + i * 13;  // out of order
+    ranges.push_back({memory + at, page + i * 50});
+  }
+  const size_t needed = MemorySnapshot::ScratchBytes(ranges.size());
+  std::vector<char> scratch(needed + 1, 0x5a);
+  for (const size_t given : {needed, needed - 1}) {
+    SCOPED_TRACE(given);
+    absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+        MemorySnapshot::Prepare(ranges,
+                                absl::MakeSpan(scratch.data() + 1, given));
+    if (absl::IsUnavailable(snapshot.status()) && geteuid() != 0) {
+      munmap(memory, size);
+      GTEST_SKIP() << "userfaultfd is not permitted to this user";
+    }
+    ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+    std::fill(scratch.begin(), scratch.end(), 0x5a);  // no longer needed
+    ASSERT_TRUE((*snapshot)->Protect().ok());
+    std::thread([&] { std::memset(memory, 0, size); }).join();
+    for (const MemorySnapshot::Range& range : ranges) {
+      std::vector<char> read(range.size);
+      // Overlapping ranges may each be read once: read twice over, pages
+      // would be read more often than their bytes allow.
+      absl::Status status = (*snapshot)->Read(range.data, absl::MakeSpan(read));
+      ASSERT_TRUE(status.ok()) << status;
+      ASSERT_EQ(
+          std::memcmp(read.data(), original.data() + (range.data - memory),
+                      range.size),
+          0);
+    }
+    snapshot->reset();
+    std::memcpy(memory, original.data(), size);
+  }
+  munmap(memory, size);
+}
+
 TEST(MemorySnapshotTest, RandomRangesUnderConcurrentWrites) {
   ExpectRandomRangesKeptUnderConcurrentWrites(12345);
 }

@@ -368,6 +368,38 @@ TEST_P(AsyncCheckpointSaverTest, SharedGatherAndProtectionKeepTheMoment) {
   }
 }
 
+// One saver, lists of changing length, names and kinds (every third
+// tensor of the third save is a transposed view where the second had a
+// contiguous one; the second is the longest, so the third reuses its
+// memory): what the save before left in the saver's memory never leaks
+// into the next.
+TEST_P(AsyncCheckpointSaverTest, SavesOfChangingListsKeepTheirOwnMoment) {
+  AsyncCheckpointSaver saver = MakeSaver();
+  int save = 0;
+  for (const int count : {10, 4000, 3000, 5}) {
+    SCOPED_TRACE(count);
+    CheckpointState state;
+    for (int i = 0; i < count; ++i) {
+      const std::string name =
+          absl::StrCat(std::string(save * 7 + i % 5, 'n'), save, "/", i);
+      if (save == 2 && i % 3 == 0) {
+        state.tensors.emplace_back(name, torch::rand({9, 11 + save}).t());
+      } else {
+        state.tensors.emplace_back(name, torch::rand({100 + i % 9 + save}));
+      }
+    }
+    const std::string sync_path = UniqueTempPath("changing-sync");
+    ASSERT_TRUE(SaveCheckpoint(sync_path, state).ok());
+    const std::string path = UniqueTempPath("changing-async");
+    ASSERT_TRUE(saver.SaveAsync(path, state).ok());
+    for (auto& [name, tensor] : state.tensors) tensor.add_(1);
+    absl::Status waited = saver.Wait();
+    ASSERT_TRUE(waited.ok()) << waited;
+    EXPECT_EQ(VerifiedDigest(path), VerifiedDigest(sync_path));
+    ++save;
+  }
+}
+
 TEST_P(AsyncCheckpointSaverTest, SnapshotsBeforeReturningAndCommitsInOrder) {
   CheckpointState state;
   torch::Tensor weight = torch::zeros({256, 256});
