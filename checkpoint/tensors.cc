@@ -147,10 +147,6 @@ void ParallelFor(size_t count, int threads,
   for (std::thread& thread : pool) thread.join();
 }
 
-// The tensors of one save, by index: a caller's NamedTensors, or the
-// compact copy that a write-protected SaveAsync keeps, its names in one
-// string (a separate copy of each name was most of the pause for 20,000
-// small tensors).
 // Memory that the pause of a write-protected save builds its lists in
 // (names, tensors, ranges, MemorySnapshot::Prepare's work), mapped once and
 // reused by every save, since one starts only after the one before has
@@ -208,6 +204,10 @@ class ScratchMemory {
   size_t used_ = 0;
 };
 
+// The tensors of one save, by index: a caller's NamedTensors, or the
+// compact copy that a write-protected SaveAsync keeps, its names in one
+// string (a separate copy of each name was most of the pause for 20,000
+// small tensors).
 class SaveList {
  public:
   // A view of the caller's list. With `devices` (DevicesOf: one per
