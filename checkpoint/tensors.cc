@@ -729,7 +729,6 @@ absl::Status ReadOntoDevice(const CheckpointReader& reader,
                             absl::Span<const proto::TensorEntry* const> entries,
                             torch::Device device,
                             absl::Span<NamedTensors::value_type> out) {
-  constexpr int64_t kAlignment = 64;
   const auto pinned =
       torch::TensorOptions().dtype(torch::kByte).pinned_memory(true);
   if (entries.size() == 1 &&
@@ -756,8 +755,7 @@ absl::Status ReadOntoDevice(const CheckpointReader& reader,
   int64_t total = 0;
   for (const proto::TensorEntry* entry : entries) {
     offsets.push_back(total);
-    total += (static_cast<int64_t>(entry->size_bytes()) + kAlignment - 1) /
-             kAlignment * kAlignment;
+    total += static_cast<int64_t>(AlignedSize(entry->size_bytes()));
   }
   const torch::Tensor staging = torch::empty({total}, pinned);
   std::vector<absl::Span<char>> destinations;
