@@ -17,6 +17,9 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -123,6 +126,79 @@ absl::Span<const uint32_t> OrderByPage(
   return absl::MakeConstSpan(order, count);
 }
 
+// The pages of ranges that lie close together (the heap around small
+// tensors) as a bitmap, one bit per page from the lowest: set, merged into
+// runs and ranked in time linear in the ranges, where ordering 20,000 such
+// ranges by page took 0.24 ms of the pause here.
+class PageBitmap {
+ public:
+  // `words` (at least one) of memory for the bits and `ranks` as many.
+  PageBitmap(uintptr_t lowest_page, uint64_t* words, uint32_t* ranks,
+             size_t word_count)
+      : lowest_(lowest_page), words_(words), ranks_(ranks), count_(word_count) {
+    std::fill(words_, words_ + count_, 0);
+  }
+
+  // Pages [first, last] (absolute page numbers).
+  void Set(uintptr_t first_page, uintptr_t last_page) {
+    const size_t from = first_page - lowest_;
+    const size_t to = last_page - lowest_;  // inclusive
+    const uint64_t head = ~uint64_t{0} << (from % 64);
+    const uint64_t tail = ~uint64_t{0} >> (63 - to % 64);
+    size_t word = from / 64;
+    if (word == to / 64) {
+      words_[word] |= head & tail;
+      return;
+    }
+    words_[word] |= head;
+    for (++word; word < to / 64; ++word) words_[word] = ~uint64_t{0};
+    words_[word] |= tail;
+  }
+
+  // Calls run(first_page, pages) for each run of set bits, in order, and
+  // makes Rank valid. Returns the number of set bits.
+  template <typename Run>
+  size_t ForEachRun(Run&& run) {
+    size_t rank = 0;
+    size_t open = SIZE_MAX;  // bit where the current run began
+    uint64_t carry = 0;      // the bit before this word's first one
+    for (size_t w = 0; w < count_; ++w) {
+      const uint64_t bits = words_[w];
+      ranks_[w] = static_cast<uint32_t>(rank);
+      rank += static_cast<size_t>(__builtin_popcountll(bits));
+      const uint64_t before = bits << 1 | carry;
+      uint64_t edges = (bits & ~before) | (~bits & before);
+      while (edges != 0) {
+        const size_t bit = w * 64 + static_cast<size_t>(__builtin_ctzll(edges));
+        if (open == SIZE_MAX) {
+          open = bit;
+        } else {
+          run(lowest_ + open, bit - open);
+          open = SIZE_MAX;
+        }
+        edges &= edges - 1;
+      }
+      carry = bits >> 63;
+    }
+    if (open != SIZE_MAX) run(lowest_ + open, count_ * 64 - open);
+    return rank;
+  }
+
+  // How many set pages lie below `page` (a set one).
+  size_t Rank(uintptr_t page) const {
+    const size_t bit = page - lowest_;
+    const uint64_t below = (uint64_t{1} << (bit % 64)) - 1;
+    return ranks_[bit / 64] +
+           static_cast<size_t>(__builtin_popcountll(words_[bit / 64] & below));
+  }
+
+ private:
+  uintptr_t lowest_;
+  uint64_t* words_;
+  uint32_t* ranks_;
+  size_t count_;
+};
+
 }  // namespace
 
 // Page runs, per-page bookkeeping and the copies, all in mmap'd memory of
@@ -137,8 +213,7 @@ struct MemorySnapshot::State {
   };
 
   std::mutex mutex;
-  int uffd = -1;
-  int stop_fd = -1;
+  int uffd = -1;  // the server's
   size_t page_size = 0;
   size_t run_count = 0;
   size_t registered_runs = 0;
@@ -152,8 +227,6 @@ struct MemorySnapshot::State {
   char* copies = nullptr;    // page_count pages, touched only when copied
   size_t control_bytes = 0;  // the mapping this State lives at the start of
   std::atomic<size_t> copied_pages{0};
-  // Set by the server once its thread has started (see Protect).
-  std::atomic<bool> serving{false};
 
   size_t Length(const Run& run) const { return run.pages * page_size; }
 
@@ -227,6 +300,39 @@ struct MemorySnapshot::State {
       ProtectRun(i, false);
     }
   }
+};
+
+// In a mapping of its own, like State: the server's thread writes it (the
+// mutex) while pages are protected.
+struct MemorySnapshot::Server::Impl {
+  int uffd = -1;
+  int stop_fd = -1;
+  size_t page_size = 0;
+  std::thread thread;
+  // Held while a fault is served, so that a snapshot that detaches (sets
+  // `state` to null) knows the server no longer uses it.
+  std::mutex attach_mutex;
+  State* state = nullptr;  // the snapshot served, if any
+  // Set once the thread runs Serve (see Protect); `failed` once it has
+  // stopped serving for good.
+  std::atomic<bool> serving{false};
+  std::atomic<bool> failed{false};
+
+  void ServeWrite(uintptr_t address) {
+    std::lock_guard<std::mutex> lock(attach_mutex);
+    if (state != nullptr) {
+      state->ServeWrite(address);
+    } else {
+      // A snapshot gone since: its pages are writable again already.
+      SetWriteProtection(uffd, address & ~(page_size - 1), page_size, false);
+    }
+  }
+
+  void GiveUp() {
+    failed.store(true);
+    std::lock_guard<std::mutex> lock(attach_mutex);
+    if (state != nullptr) state->GiveUp();
+  }
 
   void Serve() {
     struct pollfd fds[2] = {{uffd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
@@ -253,6 +359,57 @@ struct MemorySnapshot::State {
   }
 };
 
+absl::StatusOr<std::unique_ptr<MemorySnapshot::Server>>
+MemorySnapshot::Server::Start() {
+  void* memory = mmap(nullptr, sizeof(Impl), PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return Unavailable("mmap", errno);
+  // From here on the destructor cleans up whatever was set up.
+  std::unique_ptr<Server> server(new Server(new (memory) Impl));
+  Impl& impl = *server->impl_;
+  impl.page_size = PageSize();
+  int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (uffd < 0 && errno == EPERM) {
+    const int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (device >= 0) {
+      uffd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+      close(device);
+    } else {
+      errno = EPERM;
+    }
+  }
+  if (uffd < 0) return Unavailable("userfaultfd", errno);
+  impl.uffd = uffd;
+  struct uffdio_api api = {};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED;
+  if (ioctl(uffd, UFFDIO_API, &api) != 0) {
+    return Unavailable("userfaultfd write protection (Linux >= 6.4)", errno);
+  }
+  impl.stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (impl.stop_fd < 0) return Unavailable("eventfd", errno);
+  try {
+    impl.thread = std::thread([&impl] { impl.Serve(); });
+  } catch (const std::system_error& error) {
+    return Unavailable("starting its thread", error.code().value());
+  }
+  return server;
+}
+
+MemorySnapshot::Server::~Server() {
+  Impl& impl = *impl_;
+  if (impl.thread.joinable()) {
+    const uint64_t one = 1;
+    while (write(impl.stop_fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
+    impl.thread.join();
+  }
+  if (impl.uffd >= 0) close(impl.uffd);
+  if (impl.stop_fd >= 0) close(impl.stop_fd);
+  impl.~Impl();
+  munmap(impl_, sizeof(Impl));
+}
+
 absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
     absl::Span<const Range> ranges) {
   absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot = Prepare(ranges);
@@ -264,18 +421,20 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Take(
 }
 
 size_t MemorySnapshot::ScratchBytes(size_t range_count) {
+  // Runs, then two arrays of indices (ordered by page) or a bitmap of as
+  // many words and its ranks.
   return alignof(State::Run) - 1 +
-         range_count * (sizeof(State::Run) + 2 * sizeof(uint32_t));
+         range_count * (sizeof(State::Run) + 3 * sizeof(uint32_t));
 }
 
 absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
-    absl::Span<const Range> ranges, absl::Span<char> scratch) {
+    absl::Span<const Range> ranges, absl::Span<char> scratch, Server* server) {
   const size_t page_size = PageSize();
   if (ranges.size() > UINT32_MAX) {
     return absl::InvalidArgumentError("memory snapshot: too many ranges");
   }
-  // Runs, then two arrays of indices, in the caller's scratch memory or,
-  // without enough of it, in memory of our own.
+  // In the caller's scratch memory or, without enough of it, in memory of
+  // our own.
   const size_t scratch_bytes = ScratchBytes(ranges.size());
   std::unique_ptr<char[]> own_scratch;
   if (scratch.size() < scratch_bytes) {
@@ -287,26 +446,55 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   std::align(alignof(State::Run), sizeof(State::Run), aligned, space);
   State::Run* const runs = static_cast<State::Run*>(aligned);
   uint32_t* const indices = reinterpret_cast<uint32_t*>(runs + ranges.size());
-  // Page-rounded ranges, in order, merged into runs.
+  // Page-rounded ranges merged into runs, in order: through a bitmap of
+  // their pages where it takes no more words than there are ranges, else
+  // by ordering them.
+  const int page_shift = __builtin_ctzll(page_size);
+  uintptr_t lowest = UINTPTR_MAX;
+  uintptr_t highest = 0;
+  for (const Range& range : ranges) {
+    if (range.size == 0) continue;
+    const uintptr_t data = reinterpret_cast<uintptr_t>(range.data);
+    lowest = std::min(lowest, data >> page_shift);
+    highest = std::max(highest, (data + range.size - 1) >> page_shift);
+  }
+  const size_t words = lowest > highest ? 0 : (highest - lowest) / 64 + 1;
+  std::optional<PageBitmap> bitmap;
+  absl::Span<const uint32_t> order;
   size_t run_count = 0;
   size_t page_count = 0;
-  const absl::Span<const uint32_t> order =
-      OrderByPage(ranges, page_size, indices, indices + ranges.size());
-  for (const uint32_t i : order) {
-    const uintptr_t data = reinterpret_cast<uintptr_t>(ranges[i].data);
-    const uintptr_t begin = data & ~(page_size - 1);
-    const uintptr_t end =
-        (data + ranges[i].size + page_size - 1) & ~(page_size - 1);
-    State::Run* const last = run_count == 0 ? nullptr : &runs[run_count - 1];
-    if (last != nullptr && begin <= last->start + last->pages * page_size) {
-      const uintptr_t run_end =
-          std::max<uintptr_t>(last->start + last->pages * page_size, end);
-      const size_t pages = (run_end - last->start) / page_size;
-      page_count += pages - last->pages;
-      last->pages = pages;
-    } else {
-      runs[run_count++] = {begin, (end - begin) / page_size, page_count};
-      page_count += runs[run_count - 1].pages;
+  if (words != 0 && words <= ranges.size() && words * 64 <= UINT32_MAX) {
+    bitmap.emplace(lowest, reinterpret_cast<uint64_t*>(indices),
+                   indices + 2 * ranges.size(), words);
+    for (const Range& range : ranges) {
+      if (range.size == 0) continue;
+      const uintptr_t data = reinterpret_cast<uintptr_t>(range.data);
+      bitmap->Set(data >> page_shift, (data + range.size - 1) >> page_shift);
+    }
+    page_count = bitmap->ForEachRun([&](uintptr_t first_page, size_t pages) {
+      const size_t first = run_count == 0 ? 0
+                                          : runs[run_count - 1].first_page +
+                                                runs[run_count - 1].pages;
+      runs[run_count++] = {first_page << page_shift, pages, first};
+    });
+  } else {
+    order = OrderByPage(ranges, page_size, indices, indices + ranges.size());
+    for (const uint32_t i : order) {
+      const uintptr_t data = reinterpret_cast<uintptr_t>(ranges[i].data);
+      const uintptr_t begin = data & ~(page_size - 1);
+      const uintptr_t end =
+          (data + ranges[i].size + page_size - 1) & ~(page_size - 1);
+      State::Run* const last = run_count == 0 ? nullptr : &runs[run_count - 1];
+      if (last != nullptr && begin <= last->start + last->pages * page_size) {
+        const uintptr_t run_end =
+            std::max<uintptr_t>(last->start + last->pages * page_size, end);
+        const size_t pages = (run_end - last->start) / page_size;
+        page_count += pages - last->pages;
+        last->pages = pages;
+      } else {
+        runs[run_count++] = {begin, (end - begin) / page_size, page_count};
+        page_count += runs[run_count - 1].pages;
+      }
     }
   }
 
@@ -347,26 +535,58 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   }
   // From here on the destructor cleans up whatever was set up.
   std::unique_ptr<MemorySnapshot> snapshot(new MemorySnapshot(state));
-  // In page order, each range lies in the run of the one before or in a
-  // later one.
-  const State::Run* run = state->runs;
-  for (const uint32_t i : order) {
-    uintptr_t at = reinterpret_cast<uintptr_t>(ranges[i].data);
-    const uintptr_t end = at + ranges[i].size;
-    while (at >= run->start + state->Length(*run)) ++run;
-    while (at < end) {
-      const uintptr_t page_end = (at & ~(page_size - 1)) + page_size;
-      const uintptr_t piece_end = std::min(end, page_end);
-      uint32_t& unread =
-          state->unread[run->first_page + (at - run->start) / page_size];
+  // Counts the bytes of [at, end) on each of its pages, the first of
+  // which is page `index` of the runs.
+  auto count_unread = [&](size_t index, uintptr_t at, uintptr_t end) {
+    for (; at < end; ++index) {
+      const uintptr_t piece_end =
+          std::min(end, (at & ~(page_size - 1)) + page_size);
       // Only a million ranges over one page could overflow it.
-      if (__builtin_add_overflow(unread, static_cast<uint32_t>(piece_end - at),
-                                 &unread)) {
-        return absl::UnavailableError(
-            "memory snapshot: too many ranges overlap one page");
+      if (__builtin_add_overflow(state->unread[index],
+                                 static_cast<uint32_t>(piece_end - at),
+                                 &state->unread[index])) {
+        return false;
       }
       at = piece_end;
     }
+    return true;
+  };
+  bool counted = true;
+  if (bitmap.has_value()) {
+    // Ranges in the caller's order, which is mostly that of their pages: a
+    // range that begins on the last page of the one before, or on the
+    // page after, needs no Rank (a popcount, which x86-64's baseline makes
+    // a call).
+    uintptr_t last_page = 0;
+    size_t last_index = SIZE_MAX;
+    for (const Range& range : ranges) {
+      if (range.size == 0) continue;
+      const uintptr_t at = reinterpret_cast<uintptr_t>(range.data);
+      const uintptr_t first_page = at >> page_shift;
+      const size_t index =
+          last_index != SIZE_MAX && first_page == last_page ? last_index
+          : last_index != SIZE_MAX && first_page == last_page + 1
+              ? last_index + 1
+              : bitmap->Rank(first_page);
+      counted = counted && count_unread(index, at, at + range.size);
+      last_page = (at + range.size - 1) >> page_shift;
+      last_index = index + (last_page - first_page);
+    }
+  } else {
+    // In page order, each range lies in the run of the one before or in a
+    // later one.
+    const State::Run* run = state->runs;
+    for (const uint32_t i : order) {
+      const uintptr_t at = reinterpret_cast<uintptr_t>(ranges[i].data);
+      while (at >= run->start + state->Length(*run)) ++run;
+      counted = counted &&
+                count_unread(run->first_page + (at - run->start) / page_size,
+                             at, at + ranges[i].size);
+    }
+  }
+  if (!counted) {
+    return absl::UnavailableError(
+        "memory snapshot: too many ranges overlap one page");
   }
   if (page_count == 0) return snapshot;
 
@@ -380,29 +600,28 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
         absl::StrCat("memory snapshot: ", copies.status().message()));
   }
   state->copies = *copies;
-  int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
-  if (uffd < 0 && errno == EPERM) {
-    const int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-    if (device >= 0) {
-      uffd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-      close(device);
-    } else {
-      errno = EPERM;
+  if (server == nullptr) {
+    absl::StatusOr<std::unique_ptr<Server>> own = Server::Start();
+    if (!own.ok()) return own.status();
+    snapshot->own_server_ = *std::move(own);
+    server = snapshot->own_server_.get();
+  }
+  Server::Impl& serving = *server->impl_;
+  if (serving.failed.load()) {
+    return absl::UnavailableError(
+        "memory snapshot: its fault server has stopped");
+  }
+  {
+    std::lock_guard<std::mutex> lock(serving.attach_mutex);
+    if (serving.state != nullptr) {
+      return absl::FailedPreconditionError(
+          "memory snapshot: its fault server serves another snapshot");
     }
+    serving.state = state;
   }
-  if (uffd < 0) return Unavailable("userfaultfd", errno);
+  snapshot->server_ = &serving;
+  const int uffd = serving.uffd;
   state->uffd = uffd;
-  struct uffdio_api api = {};
-  api.api = UFFD_API;
-  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED;
-  if (ioctl(uffd, UFFDIO_API, &api) != 0) {
-    return Unavailable("userfaultfd write protection (Linux >= 6.4)", errno);
-  }
-  state->stop_fd = eventfd(0, EFD_CLOEXEC);
-  if (state->stop_fd < 0) return Unavailable("eventfd", errno);
-  // Started here so that its start overlaps the registrations; Protect
-  // waits until it serves.
-  snapshot->server_ = std::thread([state] { state->Serve(); });
   for (size_t i = 0; i < state->run_count; ++i) {
     struct uffdio_register registration = {};
     registration.range.start = state->runs[i].start;
@@ -435,11 +654,15 @@ absl::Status MemorySnapshot::Protect(ChunkRunner for_each_chunk) {
   // and so can an allocator or a profiler preloaded by the user), and an
   // allocation next to a protected tensor would fault on the one thread
   // that serves faults. So nothing is protected until the server's thread
-  // has started and runs Serve's own code, which writes only its stack
-  // and the State.
-  while (state.page_count != 0 &&
-         !state.serving.load(std::memory_order_acquire)) {
+  // has started and runs Serve's own code, which writes only its stack,
+  // the server's memory and the State.
+  if (state.page_count == 0) return absl::OkStatus();
+  while (!server_->serving.load(std::memory_order_acquire)) {
     std::this_thread::yield();
+  }
+  if (server_->failed.load()) {
+    return absl::UnavailableError(
+        "memory snapshot: its fault server has stopped");
   }
   const size_t pieces =
       (state.page_count + kProtectPiecePages - 1) / kProtectPiecePages;
@@ -505,23 +728,22 @@ MemorySnapshot::~MemorySnapshot() {
   State& state = *state_;
   const size_t page_size = state.page_size;
   // Unprotect first, while the server still answers; then nothing can
-  // fault, and the server may stop.
+  // fault, and the server may let go of this State: once it is detached
+  // (under the mutex the server holds while it serves a fault) the server
+  // no longer reads it.
   for (size_t i = 0; i < state.protected_runs; ++i) {
     state.ProtectRun(i, false);
   }
-  if (server_.joinable()) {
-    const uint64_t one = 1;
-    while (write(state.stop_fd, &one, sizeof(one)) < 0 && errno == EINTR) {
-    }
-    server_.join();
+  if (server_ != nullptr) {
+    std::lock_guard<std::mutex> lock(server_->attach_mutex);
+    server_->state = nullptr;
   }
   for (size_t i = 0; i < state.registered_runs; ++i) {
     struct uffdio_range range = {state.runs[i].start,
                                  state.Length(state.runs[i])};
     (void)ioctl(state.uffd, UFFDIO_UNREGISTER, &range);
   }
-  if (state.uffd >= 0) close(state.uffd);
-  if (state.stop_fd >= 0) close(state.stop_fd);
+  own_server_.reset();
   UnmapHugePages(state.copies, state.page_count * page_size);
   const size_t control_bytes = state.control_bytes;
   state.~State();

@@ -471,6 +471,51 @@ TEST(MemorySnapshotTest, PreparesInTheCallersScratchOrItsOwn) {
   munmap(memory, size);
 }
 
+// Runs that end and begin at the edges of the page bitmap's 64-page words,
+// and one that ends at its last bit, keep their bytes and protect just
+// their pages: with few ranges (ordered by page) and with more ranges over
+// the same pages (through the bitmap).
+TEST(MemorySnapshotTest, RunsAtTheEdgesOfBitmapWords) {
+  const size_t page = PageSize();
+  const size_t size = 192 * page;
+  char* memory = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(memory, MAP_FAILED);
+  const std::vector<char> original = Pattern(size, 9);
+  // Pages 0-63, 64-127 (from 10 bytes in), a gap of pages 128-129, then
+  // 130-191 to the end.
+  const std::vector<MemorySnapshot::Range> runs = {
+      {memory, 64 * page},
+      {memory + 64 * page + 10, 64 * page - 10},
+      {memory + 130 * page, 62 * page}};
+  for (const size_t extra : {0, 8}) {
+    SCOPED_TRACE(extra);
+    std::memcpy(memory, original.data(), size);
+    std::vector<MemorySnapshot::Range> ranges = runs;
+    for (size_t i = 0; i < extra; ++i) {
+      ranges.push_back({memory + 130 * page + i * 100, 1 + i});
+    }
+    absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+        MemorySnapshot::Take(ranges);
+    if (absl::IsUnavailable(snapshot.status()) && geteuid() != 0) {
+      munmap(memory, size);
+      GTEST_SKIP() << "userfaultfd is not permitted to this user";
+    }
+    ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+    EXPECT_EQ((*snapshot)->protected_bytes(), 190 * page);
+    std::thread([&] { std::memset(memory, 0, size); }).join();
+    for (const MemorySnapshot::Range& range : ranges) {
+      std::vector<char> read(range.size);
+      ASSERT_TRUE((*snapshot)->Read(range.data, absl::MakeSpan(read)).ok());
+      ASSERT_EQ(
+          std::memcmp(read.data(), original.data() + (range.data - memory),
+                      range.size),
+          0);
+    }
+  }
+  munmap(memory, size);
+}
+
 TEST(MemorySnapshotTest, RandomRangesUnderConcurrentWrites) {
   ExpectRandomRangesKeptUnderConcurrentWrites(12345);
 }
@@ -516,6 +561,43 @@ TEST(MemorySnapshotTest, ServerStartsBeforeAnyPageIsProtected) {
       ASSERT_EQ(read, std::vector<char>(kBlockSize, static_cast<char>(2 * i)))
           << "block " << 2 * i;
     }
+  }
+}
+
+// A server kept between snapshots serves each in turn, and refuses a
+// second one while the first lives, leaving its memory writable.
+TEST(MemorySnapshotTest, OneServerServesSnapshotsInTurn) {
+  absl::StatusOr<std::unique_ptr<MemorySnapshot::Server>> server =
+      MemorySnapshot::Server::Start();
+  if (absl::IsUnavailable(server.status()) && geteuid() != 0) {
+    GTEST_SKIP() << "userfaultfd is not permitted to this user";
+  }
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<char> first(4 * kMiB);
+  std::vector<char> second(kMiB);
+  for (int turn = 0; turn < 4; ++turn) {
+    SCOPED_TRACE(turn);
+    std::vector<char>& memory = turn % 2 == 0 ? first : second;
+    const std::vector<char> original = Pattern(memory.size(), turn);
+    memory = original;
+    absl::StatusOr<std::unique_ptr<MemorySnapshot>> snapshot =
+        MemorySnapshot::Prepare({{memory.data(), memory.size()}}, {},
+                                server->get());
+    ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+    ASSERT_TRUE((*snapshot)->Protect().ok());
+    std::vector<char>& other = turn % 2 == 0 ? second : first;
+    absl::StatusOr<std::unique_ptr<MemorySnapshot>> refused =
+        MemorySnapshot::Prepare({{other.data(), other.size()}}, {},
+                                server->get());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
+        << refused.status();
+    std::thread([&] {
+      std::memset(memory.data(), turn + 1, memory.size());
+      std::memset(other.data(), turn + 1, other.size());
+    }).join();
+    EXPECT_TRUE(ReadAll(**snapshot, memory.data(), memory.size(), kMiB) ==
+                original);
+    EXPECT_EQ(other.back(), static_cast<char>(turn + 1));
   }
 }
 

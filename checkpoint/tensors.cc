@@ -164,24 +164,35 @@ class ScratchMemory {
   ScratchMemory& operator=(const ScratchMemory&) = delete;
 
   // Room for `bytes` (Bytes<T> of each later Take), forgetting what was
-  // taken before. kResourceExhausted if no mapping can be had.
+  // taken before. The mapping grows (mremap) keeping the pages it has.
+  // kResourceExhausted if no mapping can be had.
   absl::Status Reset(size_t bytes) {
     used_ = 0;
     if (bytes <= capacity_) return absl::OkStatus();
-    if (data_ != nullptr) munmap(data_, capacity_);
-    data_ = nullptr;
-    capacity_ = 0;
     // 4 KiB pages: a huge page faulted in for a small state made the first
     // pause of the 1 GiB set 4-5 ms longer here.
     const size_t rounded = (bytes + PageSize() - 1) / PageSize() * PageSize();
-    void* data = mmap(nullptr, rounded, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* data = data_ == nullptr
+                     ? mmap(nullptr, rounded, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                     : mremap(data_, capacity_, rounded, MREMAP_MAYMOVE);
     if (data == MAP_FAILED) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "saving: mapping ", rounded, " bytes: ", std::strerror(errno)));
     }
     data_ = static_cast<char*>(data);
     capacity_ = rounded;
+    return absl::OkStatus();
+  }
+  // Reset, with every page faulted in now: the saver's thread reserves
+  // memory for the first save's pause, which would otherwise fault in
+  // each page of its lists (about 0.3 ms for 20,000 tensors here).
+  absl::Status Reserve(size_t bytes) {
+    if (absl::Status status = Reset(bytes); !status.ok()) return status;
+    if (madvise(data_, capacity_, MADV_POPULATE_WRITE) != 0) {
+      // Before Linux 5.14: one write per page.
+      for (size_t at = 0; at < capacity_; at += PageSize()) data_[at] = 0;
+    }
     return absl::OkStatus();
   }
   template <typename T>
@@ -1209,7 +1220,19 @@ absl::StatusOr<HugePagesMoved> MoveToHugePages(const NamedTensors& tensors) {
 // For the same reason its queue is a fixed ring, which never allocates.
 class AsyncCheckpointSaver::Worker {
  public:
-  Worker() : thread_([this] { Loop(); }) {}
+  // With `protected_saves`, also the thread that serves the faults of
+  // write-protected saves, kept for all of them.
+  explicit Worker(bool protected_saves)
+      : fault_server_(protected_saves
+                          ? MemorySnapshot::Server::Start()
+                          : absl::UnavailableError("no protected saves")),
+        thread_([this] { Loop(); }) {
+    // Without it, the first save would map and fault in these pages in
+    // its pause; a bigger state grows it then.
+    if (protected_saves) {
+      Run([this] { scratch_.Reserve(kReservedScratchBytes).IgnoreError(); });
+    }
+  }
   static void* operator new(size_t size) {
     void* memory = mmap(nullptr, size, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -1241,8 +1264,16 @@ class AsyncCheckpointSaver::Worker {
   }
 
   // Memory for the pause of the next save (ScratchMemory): the caller's
-  // only, and only while no save runs.
+  // only, and only while no save runs. The first kReservedScratchBytes
+  // (the lists of about 20,000 tensors with 17-byte names) are faulted in
+  // when the saver starts.
+  static constexpr size_t kReservedScratchBytes = size_t{2} << 20;
   ScratchMemory& scratch() { return scratch_; }
+  // The server of write-protected saves, or why there is none.
+  absl::StatusOr<MemorySnapshot::Server*> fault_server() {
+    if (!fault_server_.ok()) return fault_server_.status();
+    return fault_server_->get();
+  }
 
   void WaitUntilIdle() {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -1348,6 +1379,7 @@ class AsyncCheckpointSaver::Worker {
   bool running_ = false;
   bool stopping_ = false;
   ScratchMemory scratch_;
+  absl::StatusOr<std::unique_ptr<MemorySnapshot::Server>> fault_server_;
   std::thread thread_;  // last: starts once the rest exists
 };
 
@@ -1357,7 +1389,8 @@ AsyncCheckpointSaver::AsyncCheckpointSaver(WriterOptions options,
     : options_(options),
       keep_staging_buffers_(keep_staging_buffers),
       snapshot_(snapshot),
-      worker_(std::make_unique<Worker>()) {}
+      worker_(
+          std::make_unique<Worker>(snapshot == SnapshotMode::kWriteProtect)) {}
 
 namespace {
 
@@ -1535,6 +1568,9 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   const size_t count = tensors.size();
   // The previous save has ended (SaveAsync waited for it).
   ScratchMemory& scratch = worker_->scratch();
+  absl::StatusOr<MemorySnapshot::Server*> fault_server =
+      worker_->fault_server();
+  if (!fault_server.ok()) return fault_server.status();
   const size_t prepare_bytes = MemorySnapshot::ScratchBytes(count);
   RETURN_IF_ERROR(scratch.Reset(
       SaveList::CompactBytes(tensors) + ScratchMemory::Bytes<uint8_t>(count) +
@@ -1620,7 +1656,8 @@ absl::Status AsyncCheckpointSaver::StartProtectedSave(
   absl::StatusOr<std::unique_ptr<MemorySnapshot>> prepared =
       MemorySnapshot::Prepare(
           absl::MakeConstSpan(ranges, count),
-          absl::MakeSpan(scratch.Take<char>(prepare_bytes), prepare_bytes));
+          absl::MakeSpan(scratch.Take<char>(prepare_bytes), prepare_bytes),
+          *fault_server);
   if (!prepared.ok()) return prepared.status();
   MemorySnapshot* snapshot = prepared->get();
   save->snapshot = *std::move(prepared);
