@@ -159,11 +159,15 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // machine (the saver's thread takes half when there is much of it), under
 // 2 ms per GiB on huge pages (MoveToHugePages), plus taking
 // a reference to each tensor and copying its name, which the saver's
-// thread shares when it is free (1.3-2.9 ms in all for 20,000 small
+// thread shares when it is free (1.1-1.4 ms in all for 20,000 small
 // tensors whose heap MoveToHugePages collapsed; docs/PERFORMANCE.md). The
 // extra memory is the pages the caller writes during the save, and, kept
-// by the saver for the next pause, about 75 bytes per tensor plus its
-// name (so that the pause calls no malloc). What the caller must know:
+// by the saver for the next pause, about 40 bytes per tensor plus its
+// name (so that the pause calls no malloc; 2 MiB of it, enough for about
+// 20,000 tensors, is faulted in when the saver starts, so that the first
+// pause is no longer than the others). Such a saver has a second thread,
+// which copies the pages that are written while they are protected.
+// What the caller must know:
 //   - A thread that writes to a still-protected tensor page waits for the
 //     saver's thread to copy its 2 MiB block: a rewrite of every tensor
 //     right after SaveAsync pays for copying what the save has not yet
