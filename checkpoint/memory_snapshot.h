@@ -17,9 +17,9 @@
 //
 // How it behaves:
 //   - A thread that writes to a protected page waits (in the kernel) until
-//     the snapshot's own thread has copied the 2 MiB block around it (on
-//     huge pages where the kernel has them), then goes on: one round trip
-//     per 2 MiB written.
+//     the snapshot's fault server (a thread; see Server) has copied the
+//     2 MiB block around it (on huge pages where the kernel has them),
+//     then goes on: one round trip per 2 MiB written.
 //   - Each byte is meant to be read once. Pages are unprotected in 2 MiB
 //     blocks, as soon as every byte of every range in the block has been
 //     read, so that writes to them no longer wait (a block, not a page: a
@@ -109,10 +109,11 @@ class MemorySnapshot {
   };
   // kUnavailable if the kernel refuses (nothing is left protected then).
   // Writes no memory but the snapshot's own mapping. Waits first (tens of
-  // microseconds here) until the thread that serves faults, started by
-  // Prepare, has started: a thread's start may allocate (under
+  // microseconds here, when Prepare started the server) until the thread
+  // that serves faults has started: a thread's start may allocate (under
   // AddressSanitizer it does), and if that allocation fell on a protected
-  // page the server would wait for itself.
+  // page the server would wait for itself. kUnavailable if the server has
+  // stopped.
   absl::Status Protect();
 
   // Runs body(begin, end) over [0, count) in chunks of `chunk`, on one
