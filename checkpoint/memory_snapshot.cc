@@ -389,7 +389,8 @@ MemorySnapshot::Server::Start() {
   impl.stop_fd = eventfd(0, EFD_CLOEXEC);
   if (impl.stop_fd < 0) return Unavailable("eventfd", errno);
   try {
-    impl.thread = std::thread([&impl] { impl.Serve(); });
+    Impl* const serving = &impl;
+    impl.thread = std::thread([serving] { serving->Serve(); });
   } catch (const std::system_error& error) {
     return Unavailable("starting its thread", error.code().value());
   }
@@ -660,10 +661,6 @@ absl::Status MemorySnapshot::Protect(ChunkRunner for_each_chunk) {
   while (!server_->serving.load(std::memory_order_acquire)) {
     std::this_thread::yield();
   }
-  if (server_->failed.load()) {
-    return absl::UnavailableError(
-        "memory snapshot: its fault server has stopped");
-  }
   const size_t pieces =
       (state.page_count + kProtectPiecePages - 1) / kProtectPiecePages;
   // The first error's errno; pieces may fail on several threads at once.
@@ -712,7 +709,9 @@ absl::Status MemorySnapshot::Protect(ChunkRunner for_each_chunk) {
       protect_pieces(1, pieces);
     }
   }
-  if (const int error = failure.load(); error != 0) {
+  // A server that stopped meanwhile would leave writes waiting for ever.
+  const int error = server_->failed.load() ? EPIPE : failure.load();
+  if (error != 0) {
     // Unprotecting a page that is not protected changes nothing.
     for (size_t j = 0; j < state.run_count; ++j) state.ProtectRun(j, false);
     state.protected_runs = 0;
