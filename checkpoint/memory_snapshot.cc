@@ -81,19 +81,18 @@ void CopyPage(char* to, const char* from, size_t size) {
 }
 #endif
 
-// The indices of the non-empty `ranges`, in the order of their first pages,
-// in `order` or `other` (each room for ranges.size() indices). A radix
-// sort on the bits in which those pages differ, of indices rather than
-// copies: the ranges of 20,000 small tensors are rarely quite in order,
-// std::sort of them took 0.7 ms, copies of them are fresh memory, and all
-// this is in the pause of an asynchronous save.
+// The indices of the non-empty `ranges`, in the order of their first pages
+// (page numbers: addresses >> page_shift), in `order` or `other` (each room
+// for ranges.size() indices). `lowest` and `highest` bound those first
+// pages (the caller has them already). A radix sort on the bits in which
+// those pages differ, of indices rather than copies: the ranges of 20,000
+// small tensors are rarely quite in order, std::sort of them took 0.7 ms,
+// copies of them are fresh memory, and all this is in the pause of an
+// asynchronous save.
 absl::Span<const uint32_t> OrderByPage(
-    absl::Span<const MemorySnapshot::Range> ranges, size_t page_size,
-    uint32_t* order, uint32_t* other) {
+    absl::Span<const MemorySnapshot::Range> ranges, int page_shift,
+    uintptr_t lowest, uintptr_t highest, uint32_t* order, uint32_t* other) {
   size_t count = 0;
-  const int page_shift = __builtin_ctzll(page_size);
-  uintptr_t lowest = UINTPTR_MAX;
-  uintptr_t highest = 0;
   bool sorted = true;
   auto page = [&](uint32_t i) {
     return reinterpret_cast<uintptr_t>(ranges[i].data) >> page_shift;
@@ -101,8 +100,6 @@ absl::Span<const uint32_t> OrderByPage(
   for (uint32_t i = 0; i < ranges.size(); ++i) {
     if (ranges[i].size == 0) continue;
     sorted = sorted && (count == 0 || page(order[count - 1]) <= page(i));
-    lowest = std::min(lowest, page(i));
-    highest = std::max(highest, page(i));
     order[count++] = i;
   }
   if (sorted) return absl::MakeConstSpan(order, count);
@@ -451,12 +448,16 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   // their pages where it takes no more words than there are ranges, else
   // by ordering them.
   const int page_shift = __builtin_ctzll(page_size);
+  // The lowest first page, the highest first page and the highest last
+  // page of the non-empty ranges.
   uintptr_t lowest = UINTPTR_MAX;
+  uintptr_t highest_first = 0;
   uintptr_t highest = 0;
   for (const Range& range : ranges) {
     if (range.size == 0) continue;
     const uintptr_t data = reinterpret_cast<uintptr_t>(range.data);
     lowest = std::min(lowest, data >> page_shift);
+    highest_first = std::max(highest_first, data >> page_shift);
     highest = std::max(highest, (data + range.size - 1) >> page_shift);
   }
   const size_t words = lowest > highest ? 0 : (highest - lowest) / 64 + 1;
@@ -479,7 +480,8 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
       runs[run_count++] = {first_page << page_shift, pages, first};
     });
   } else {
-    order = OrderByPage(ranges, page_size, indices, indices + ranges.size());
+    order = OrderByPage(ranges, page_shift, lowest, highest_first, indices,
+                        indices + ranges.size());
     for (const uint32_t i : order) {
       const uintptr_t data = reinterpret_cast<uintptr_t>(ranges[i].data);
       const uintptr_t begin = data & ~(page_size - 1);
