@@ -124,6 +124,49 @@ TEST_F(CorruptionTest, FlippedDataByteIsDataLossNamingTheTensor) {
   EXPECT_EQ((*reader)->VerifyAll().code(), absl::StatusCode::kDataLoss);
 }
 
+// A tensor larger than kVerifiedReadPieceBytes is read and hashed piece by
+// piece: a flipped byte in its first piece, in a middle one, or in the
+// short last one is caught.
+TEST_F(CorruptionTest, FlippedByteInAnyPieceOfALargeTensorIsDataLoss) {
+  const std::string path = dir_ + "/large";
+  const size_t size = 3 * kVerifiedReadPieceBytes + 100;
+  {
+    auto writer = CheckpointWriter::Create(path);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)
+                    ->AddTensor("big", proto::UINT8,
+                                {static_cast<int64_t>(size)},
+                                std::vector<char>(size, 'x'))
+                    .ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+  const std::string data = path + "/data-00000.bin";
+  std::vector<char> bytes(size);
+  auto read = [&] {
+    auto reader = CheckpointReader::Open(path);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    if (!reader.ok()) return reader.status();
+    return (*reader)->ReadTensor(*(*reader)->FindTensor("big"),
+                                 absl::MakeSpan(bytes));
+  };
+  ASSERT_TRUE(read().ok());
+  EXPECT_EQ(bytes, std::vector<char>(size, 'x'));
+  auto reader = CheckpointReader::Open(path);
+  ASSERT_TRUE(reader.ok());
+  const uint64_t offset = (*reader)->FindTensor("big")->offset();
+  for (const uint64_t at :
+       {uint64_t{0}, kVerifiedReadPieceBytes + 7, uint64_t{size} - 1}) {
+    SCOPED_TRACE(at);
+    test_paths::FlipByte(data, offset + at, 0x01);
+    absl::Status status = read();
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    EXPECT_THAT(status.message(), HasSubstr("'big'"));
+    EXPECT_THAT(status.message(), HasSubstr("checksum mismatch"));
+    test_paths::FlipByte(data, offset + at, 0x01);
+    EXPECT_TRUE(read().ok());
+  }
+}
+
 TEST_F(CorruptionTest, TruncatedDataFile) {
   ASSERT_EQ(::truncate(DataPath().c_str(), 70), 0);
   ExpectOpenFails(absl::StatusCode::kDataLoss, "has 70 bytes");

@@ -154,6 +154,24 @@ class CheckpointReader::Impl {
     if (own.size_bytes() > 0) {
       if (mappings_ != nullptr) {
         std::memcpy(destination.data(), MappedBytes(own), own.size_bytes());
+      } else if (options_.verify_checksums &&
+                 own.size_bytes() > kVerifiedReadPieceBytes) {
+        // Each piece is hashed as soon as it is read, while it is still
+        // in the core's cache: hashing the whole tensor after reading it
+        // would fetch it from memory a second time.
+        HashState hash;
+        for (uint64_t done = 0; done < own.size_bytes();) {
+          const size_t piece = static_cast<size_t>(std::min<uint64_t>(
+              kVerifiedReadPieceBytes, own.size_bytes() - done));
+          absl::Status status =
+              PreadFully(fds_[own.data_file()], destination.data() + done,
+                         piece, own.offset() + done, DataPath(own));
+          if (!status.ok()) return Annotate(own, status);
+          XXH3_64bits_update(hash.state, destination.data() + done, piece);
+          done += piece;
+        }
+        RETURN_IF_ERROR(CheckChecksum(own, XXH3_64bits_digest(hash.state)));
+        return CheckBools(own, destination, 0);
       } else {
         absl::Status status =
             PreadFully(fds_[own.data_file()], destination.data(),
