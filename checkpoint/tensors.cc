@@ -613,6 +613,50 @@ class BlockTensors {
   bool resizable_;
 };
 
+// A CPU tensor of `dtype` and `shape` on memory of its own, mapped on
+// huge pages (MapHugePages): a write-protected snapshot of it protects one
+// page-table entry per 2 MiB. Resizable like one from torch::empty.
+// kResourceExhausted if no mapping can be had (memory, the process's map
+// count).
+absl::StatusOr<torch::Tensor> HugePagesTensor(torch::Dtype dtype,
+                                              torch::IntArrayRef shape) {
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
+                       c10::elementSize(dtype);
+  ASSIGN_OR_RETURN(char* memory, MapHugePages(bytes));
+  std::shared_ptr<char> owner(
+      memory, [bytes](char* data) { UnmapHugePages(data, bytes); });
+  return BlockTensors(std::move(owner), /*resizable=*/true)
+      .Make(memory, dtype, shape);
+}
+
+// The dtype a loaded tensor ends with: LoadOptions::dtype casts the
+// floating-point model tensors.
+torch::Dtype LoadedDtype(const LoadOptions& options, const std::string& name,
+                         torch::Dtype saved) {
+  if (options.dtype && torch::isFloatingType(saved) &&
+      !IsTrainingStateName(name)) {
+    return *options.dtype;
+  }
+  return saved;
+}
+
+// A CPU tensor for a load to fill. One of 2 MiB or more that the load
+// hands over as it is (on the CPU, not cast) goes on huge pages
+// (LoadOptions::huge_pages), else where LibTorch's allocator puts it.
+torch::Tensor NewLoadedTensor(const LoadOptions& options,
+                              const std::string& name, torch::Dtype dtype,
+                              torch::IntArrayRef shape) {
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
+                       c10::elementSize(dtype);
+  if (options.huge_pages && options.device.is_cpu() &&
+      bytes >= kHugePageBytes && LoadedDtype(options, name, dtype) == dtype) {
+    absl::StatusOr<torch::Tensor> huge = HugePagesTensor(dtype, shape);
+    // Without a mapping (the process's map count), the allocator's memory.
+    if (huge.ok()) return *std::move(huge);
+  }
+  return torch::empty(shape, torch::TensorOptions().dtype(dtype));
+}
+
 // Phase 2 of a load, in order: the first error wins; then casts and device
 // moves of the tensors that phase 1 left in `state`, named and on CPU (or
 // on the device already, ReadOntoDevice). Phase 1 names them too, in
@@ -624,11 +668,7 @@ absl::Status FinishLoad(const std::vector<absl::Status>& errors,
   }
   for (auto& [name, tensor] : state->tensors) {
     const torch::Dtype saved_dtype = tensor.scalar_type();
-    torch::Dtype dtype = saved_dtype;
-    if (options.dtype && torch::isFloatingType(dtype) &&
-        !IsTrainingStateName(name)) {
-      dtype = *options.dtype;
-    }
+    const torch::Dtype dtype = LoadedDtype(options, name, saved_dtype);
     if (!tensor.device().is_cpu()) {
       if (dtype != saved_dtype) tensor = tensor.to(dtype);
     } else if (!options.device.is_cpu() || dtype != saved_dtype) {
@@ -683,7 +723,6 @@ absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
         errors[i] = Annotate(bytes.status(), context);
         return;
       }
-      const auto cpu_options = torch::TensorOptions().dtype(*dtype);
       if (options.use_mmap && scratch.empty() && !bytes->empty() &&
           reinterpret_cast<uintptr_t>(bytes->data()) %
                   c10::elementSize(*dtype) ==
@@ -691,7 +730,7 @@ absl::StatusOr<CheckpointState> LoadForeignOrThrow(const std::string& path,
         // They hold the file's mapping.
         loaded = mapped->Make(bytes->data(), *dtype, tensor.shape);
       } else {
-        loaded = torch::empty(tensor.shape, cpu_options);
+        loaded = NewLoadedTensor(options, tensor.name, *dtype, tensor.shape);
         if (!bytes->empty()) {
           std::memcpy(loaded.data_ptr(), bytes->data(), bytes->size());
         }
@@ -899,7 +938,6 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
           return;
         }
         const std::vector<int64_t> shape = EntryShape(entry);
-        const auto cpu_options = torch::TensorOptions().dtype(*dtype);
         if (options.use_mmap && entry.size_bytes() > 0) {
           absl::StatusOr<absl::Span<const char>> view =
               (*reader)->MappedTensor(entry);
@@ -916,7 +954,7 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
           destinations.emplace_back(static_cast<char*>(loaded.data_ptr()),
                                     loaded.nbytes());
         } else {
-          loaded = torch::empty(shape, cpu_options);
+          loaded = NewLoadedTensor(options, entry.name(), *dtype, shape);
           entries.push_back(&entry);
           destinations.emplace_back(static_cast<char*>(loaded.data_ptr()),
                                     loaded.nbytes());
@@ -1155,26 +1193,6 @@ absl::StatusOr<CheckpointState> SnapshotToCpu(
   if (staging != nullptr) *staging = std::move(buffer);
   return snapshot;
 }
-
-namespace {
-
-// A CPU tensor of `dtype` and `shape` on memory of its own, mapped on
-// huge pages (MapHugePages): a write-protected snapshot of it protects one
-// page-table entry per 2 MiB. Resizable like one from torch::empty.
-// kResourceExhausted if no mapping can be had (memory, the process's map
-// count).
-absl::StatusOr<torch::Tensor> HugePagesTensor(torch::Dtype dtype,
-                                              torch::IntArrayRef shape) {
-  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
-                       c10::elementSize(dtype);
-  ASSIGN_OR_RETURN(char* memory, MapHugePages(bytes));
-  std::shared_ptr<char> owner(
-      memory, [bytes](char* data) { UnmapHugePages(data, bytes); });
-  return BlockTensors(std::move(owner), /*resizable=*/true)
-      .Make(memory, dtype, shape);
-}
-
-}  // namespace
 
 absl::StatusOr<HugePagesMoved> MoveToHugePages(const NamedTensors& tensors) {
   HugePagesMoved result;

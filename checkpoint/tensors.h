@@ -98,6 +98,20 @@ struct LoadOptions {
   // number of hardware threads, at most 8. Reading is bound by page
   // faults, memory bandwidth and hashing more than by one disk stream.
   int num_threads = 0;
+  // CPU tensors of 2 MiB or more (not cast by `dtype`, not mmap views) are
+  // read into memory of their own on transparent huge pages, as
+  // MoveToHugePages would leave them, without its copy: a write-protected
+  // snapshot of the loaded state (a resumed run's SaveAsync) then protects
+  // one page-table entry per 2 MiB, and the load takes one page fault per
+  // 2 MiB. Whether that load is faster depends on the machine: on our
+  // virtual machine a warm 1 GiB load took 0.12 s instead of 0.31 s when
+  // the kernel had huge pages freed moments before, but 1.2-1.8 s when it
+  // had to take huge pages it had not used for seconds (the host backs
+  // them again: 2.2 s per GiB to fault in, against 0.42 s for 4 KiB
+  // pages; docs/PERFORMANCE.md). Where the kernel gives no huge pages
+  // (THP "never") it is ordinary memory; without a mapping, LibTorch's
+  // allocator's.
+  bool huge_pages = false;
 };
 
 // Loads every tensor, the metadata and the training state of the

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "checkpoint/digest.h"
+#include "checkpoint/huge_pages.h"
 #include "checkpoint/interop/convert.h"
 #include "checkpoint/reader.h"
 #include "gmock/gmock.h"
@@ -660,6 +661,61 @@ TEST(TensorsTest, LoadsTheSameOnOneOrManyThreads) {
       ASSERT_TRUE(loaded.ok()) << loaded.status();
       ExpectSameTensors(state.tensors, loaded->tensors);
     }
+  }
+}
+
+// With LoadOptions::huge_pages, tensors of 2 MiB or more are loaded onto
+// memory of their own, on huge pages (2 MiB-aligned), from our checkpoints
+// and from foreign files, unless cast; they behave as tensors from
+// torch::empty.
+TEST(TensorsTest, LargeTensorsAreLoadedOntoHugePagesUnlessCast) {
+  auto on_huge_pages = [](const torch::Tensor& tensor) {
+    return reinterpret_cast<uintptr_t>(tensor.data_ptr()) % kHugePageBytes == 0;
+  };
+  CheckpointState state;
+  state.tensors = {{"big", torch::randn({1 << 20})},  // 4 MiB
+                   {"optimizer/state/0/exp_avg", torch::randn({640, 1024})},
+                   {"small", torch::randn({100})}};
+  const std::string ours = UniqueTempPath("huge_load");
+  ASSERT_TRUE(SaveCheckpoint(ours, state).ok());
+  const std::string foreign = UniqueTempPath("huge_load") + ".safetensors";
+  ASSERT_TRUE(interop::Convert(ours, foreign, {}).ok());
+  for (const std::string& path : {ours, foreign}) {
+    SCOPED_TRACE(path);
+    LoadOptions huge;
+    huge.huge_pages = true;
+    absl::StatusOr<CheckpointState> loaded = LoadCheckpoint(path, huge);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    std::map<std::string, torch::Tensor> by_name(loaded->tensors.begin(),
+                                                 loaded->tensors.end());
+    EXPECT_TRUE(on_huge_pages(by_name["big"]));
+    EXPECT_TRUE(on_huge_pages(by_name["optimizer/state/0/exp_avg"]));
+    for (const auto& [name, tensor] : state.tensors) {
+      EXPECT_TRUE(by_name[name].equal(tensor)) << name;
+    }
+    torch::Tensor& big = by_name["big"];
+    EXPECT_TRUE(big.storage().resizable());
+    big.set_requires_grad(true);
+    (big * 3).sum().backward();
+    EXPECT_TRUE(big.grad().equal(torch::full_like(big, 3)));
+    torch::Tensor grown = big.detach();
+    grown.resize_({3 << 20}).fill_(1);  // moves off its mapping
+    EXPECT_EQ(grown.sum().item<float>(), float{3 << 20});
+
+    loaded = LoadCheckpoint(path);  // the default: LibTorch's allocator
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    for (const auto& [name, tensor] : loaded->tensors) {
+      EXPECT_FALSE(on_huge_pages(tensor)) << name;
+    }
+
+    // A cast model tensor is a new tensor; the training state keeps its
+    // dtype and its huge pages.
+    huge.dtype = torch::kFloat64;
+    loaded = LoadCheckpoint(path, huge);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    by_name = {loaded->tensors.begin(), loaded->tensors.end()};
+    EXPECT_EQ(by_name["big"].scalar_type(), torch::kFloat64);
+    EXPECT_TRUE(on_huge_pages(by_name["optimizer/state/0/exp_avg"]));
   }
 }
 
