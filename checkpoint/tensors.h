@@ -105,10 +105,10 @@ struct LoadOptions {
   // one page-table entry per 2 MiB, and the load takes one page fault per
   // 2 MiB. Whether that load is faster depends on the machine: on our
   // virtual machine a warm 1 GiB load took 0.12 s instead of 0.31 s when
-  // the kernel had huge pages freed moments before, but 1.2-1.8 s when it
-  // had to take huge pages it had not used for seconds (the host backs
-  // them again: 2.2 s per GiB to fault in, against 0.42 s for 4 KiB
-  // pages; docs/PERFORMANCE.md). Where the kernel gives no huge pages
+  // the kernel had huge pages freed moments before, but 0.8-2.0 s instead
+  // of 0.3 s when it had to take huge pages it had not used for seconds
+  // (the host backs them again: 2.2 s per GiB to fault in, against 0.42 s
+  // for 4 KiB pages; docs/PERFORMANCE.md). Where the kernel gives no huge pages
   // (THP "never") it is ordinary memory; without a mapping, LibTorch's
   // allocator's.
   bool huge_pages = false;
