@@ -314,6 +314,28 @@ struct MemorySnapshot::Server::Impl {
   // stopped serving for good.
   std::atomic<bool> serving{false};
   std::atomic<bool> failed{false};
+  // Where the snapshots' copies go, kept from one snapshot to the next
+  // and lazily freed between them (~MemorySnapshot): a copy into memory
+  // mapped afresh also pays its page faults, and on our virtual machine a
+  // huge page the kernel had not used for seconds cost 2.2 s per GiB to
+  // fault in. Address space only until copied into; on huge pages where
+  // the kernel allows them, because a fault per 4 KiB copied would cost
+  // more than the copy. Used by the attached snapshot only.
+  char* copies = nullptr;
+  size_t copies_bytes = 0;
+
+  absl::StatusOr<char*> CopiesFor(size_t bytes) {
+    if (copies_bytes < bytes) {
+      UnmapHugePages(copies, copies_bytes);
+      copies = nullptr;
+      copies_bytes = 0;
+      absl::StatusOr<char*> mapped = MapHugePages(bytes, /*reserve=*/false);
+      if (!mapped.ok()) return mapped.status();
+      copies = *mapped;
+      copies_bytes = bytes;
+    }
+    return copies;
+  }
 
   void ServeWrite(uintptr_t address) {
     std::lock_guard<std::mutex> lock(attach_mutex);
@@ -404,6 +426,7 @@ MemorySnapshot::Server::~Server() {
   }
   if (impl.uffd >= 0) close(impl.uffd);
   if (impl.stop_fd >= 0) close(impl.stop_fd);
+  UnmapHugePages(impl.copies, impl.copies_bytes);
   impl.~Impl();
   munmap(impl_, sizeof(Impl));
 }
@@ -593,16 +616,6 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
   }
   if (page_count == 0) return snapshot;
 
-  // Address space only: memory comes with the pages copied. On huge
-  // pages where the kernel allows them, because a fault per 4 KiB copied
-  // would cost more than the copy.
-  absl::StatusOr<char*> copies =
-      MapHugePages(page_count * page_size, /*reserve=*/false);
-  if (!copies.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("memory snapshot: ", copies.status().message()));
-  }
-  state->copies = *copies;
   if (server == nullptr) {
     absl::StatusOr<std::unique_ptr<Server>> own = Server::Start();
     if (!own.ok()) return own.status();
@@ -623,6 +636,12 @@ absl::StatusOr<std::unique_ptr<MemorySnapshot>> MemorySnapshot::Prepare(
     serving.state = state;
   }
   snapshot->server_ = &serving;
+  absl::StatusOr<char*> copies = serving.CopiesFor(page_count * page_size);
+  if (!copies.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("memory snapshot: ", copies.status().message()));
+  }
+  state->copies = *copies;
   const int uffd = serving.uffd;
   state->uffd = uffd;
   for (size_t i = 0; i < state->run_count; ++i) {
@@ -735,6 +754,15 @@ MemorySnapshot::~MemorySnapshot() {
   for (size_t i = 0; i < state.protected_runs; ++i) {
     state.ProtectRun(i, false);
   }
+  // The copies' pages stay with the server for its next snapshot, freed
+  // lazily: the kernel takes them back when it needs memory, and until
+  // then a copy into one costs no page fault. Before detaching: once
+  // detached, the server's next snapshot may be copying into them. A
+  // fault still being served may copy into them after this, which only
+  // keeps that page.
+  if (state.copies != nullptr && own_server_ == nullptr) {
+    (void)madvise(state.copies, state.page_count * page_size, MADV_FREE);
+  }
   if (server_ != nullptr) {
     std::lock_guard<std::mutex> lock(server_->attach_mutex);
     server_->state = nullptr;
@@ -745,7 +773,6 @@ MemorySnapshot::~MemorySnapshot() {
     (void)ioctl(state.uffd, UFFDIO_UNREGISTER, &range);
   }
   own_server_.reset();
-  UnmapHugePages(state.copies, state.page_count * page_size);
   const size_t control_bytes = state.control_bytes;
   state.~State();
   munmap(state_, control_bytes);

@@ -92,7 +92,11 @@ class MemorySnapshot {
   // 20,000-tensor save here. It serves one snapshot at a time: Prepare
   // with a server whose last snapshot still lives gives
   // kFailedPrecondition. It must outlive the snapshots prepared with it.
-  // Its thread writes only memory of its own (mmap), never the heap.
+  // Its thread writes only memory of its own (mmap), never the heap. It
+  // keeps the memory the copies went to for its next snapshot, lazily
+  // freed in between (MADV_FREE: the kernel takes it back when it needs
+  // memory; until then it counts in the process's RSS), so that the next
+  // snapshot's copies cost no page faults.
   class Server {
    public:
     // kUnavailable where snapshots are (see above).

@@ -175,7 +175,9 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 // a reference to each tensor and copying its name, which the saver's
 // thread shares when it is free (1.1-1.4 ms in all for 20,000 small
 // tensors whose heap MoveToHugePages collapsed; docs/PERFORMANCE.md). The
-// extra memory is the pages the caller writes during the save, and, kept
+// extra memory is the pages the caller writes during the save (after it,
+// kept for the next save's copies as memory the kernel may take back at
+// any time: MADV_FREE; it counts in RSS until taken), and, kept
 // by the saver for the next pause, about 40 bytes per tensor plus its
 // name (so that the pause calls no malloc; 2 MiB of it, enough for about
 // 20,000 tensors, is faulted in when the saver starts, so that the first
