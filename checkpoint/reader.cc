@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -160,16 +161,13 @@ class CheckpointReader::Impl {
         // in the core's cache: hashing the whole tensor after reading it
         // would fetch it from memory a second time.
         HashState hash;
-        for (uint64_t done = 0; done < own.size_bytes();) {
-          const size_t piece = static_cast<size_t>(std::min<uint64_t>(
-              kVerifiedReadPieceBytes, own.size_bytes() - done));
-          absl::Status status =
-              PreadFully(fds_[own.data_file()], destination.data() + done,
-                         piece, own.offset() + done, DataPath(own));
-          if (!status.ok()) return Annotate(own, status);
-          XXH3_64bits_update(hash.state, destination.data() + done, piece);
-          done += piece;
-        }
+        RETURN_IF_ERROR(PreadPieces(
+            own, kVerifiedReadPieceBytes,
+            [&](uint64_t done) { return destination.data() + done; },
+            [&](absl::Span<const char> piece, uint64_t) {
+              XXH3_64bits_update(hash.state, piece.data(), piece.size());
+              return absl::OkStatus();
+            }));
         RETURN_IF_ERROR(CheckChecksum(own, XXH3_64bits_digest(hash.state)));
         return CheckBools(own, destination, 0);
       } else {
@@ -251,6 +249,28 @@ class CheckpointReader::Impl {
     return absl::OkStatus();
   }
 
+  // Reads `own`'s bytes from its data file in pieces of at most
+  // `piece_bytes`, the piece at byte `done` of the tensor into
+  // into(done), and hands each to consume(piece, done) as soon as it is
+  // read. The first error stops it.
+  absl::Status PreadPieces(
+      const proto::TensorEntry& own, size_t piece_bytes,
+      absl::FunctionRef<char*(uint64_t done)> into,
+      absl::FunctionRef<absl::Status(absl::Span<const char>, uint64_t done)>
+          consume) const {
+    for (uint64_t done = 0; done < own.size_bytes();) {
+      const size_t piece = static_cast<size_t>(
+          std::min<uint64_t>(piece_bytes, own.size_bytes() - done));
+      char* const at = into(done);
+      absl::Status status = PreadFully(fds_[own.data_file()], at, piece,
+                                       own.offset() + done, DataPath(own));
+      if (!status.ok()) return Annotate(own, status);
+      RETURN_IF_ERROR(consume(absl::Span<const char>(at, piece), done));
+      done += piece;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ReadTensorChunks(
       const proto::TensorEntry& entry, size_t chunk_bytes,
       const std::function<absl::Status(absl::Span<const char>)>& consume,
@@ -275,20 +295,15 @@ class CheckpointReader::Impl {
     } else {
       std::vector<char> buffer(
           static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size)));
-      for (uint64_t done = 0; done < size;) {
-        const size_t piece =
-            static_cast<size_t>(std::min<uint64_t>(chunk_bytes, size - done));
-        absl::Status status =
-            PreadFully(fds_[own.data_file()], buffer.data(), piece,
-                       own.offset() + done, DataPath(own));
-        if (!status.ok()) return Annotate(own, status);
-        if (verify) XXH3_64bits_update(hash.state, buffer.data(), piece);
-        RETURN_IF_ERROR(CheckBools(
-            own, absl::Span<const char>(buffer.data(), piece), done));
-        status = consume(absl::Span<const char>(buffer.data(), piece));
-        if (!status.ok()) return status;
-        done += piece;
-      }
+      RETURN_IF_ERROR(PreadPieces(
+          own, chunk_bytes, [&](uint64_t) { return buffer.data(); },
+          [&](absl::Span<const char> piece, uint64_t done) {
+            if (verify) {
+              XXH3_64bits_update(hash.state, piece.data(), piece.size());
+            }
+            RETURN_IF_ERROR(CheckBools(own, piece, done));
+            return consume(piece);
+          }));
     }
     if (!verify) return absl::OkStatus();
     return CheckChecksum(own, XXH3_64bits_digest(hash.state));
