@@ -397,6 +397,16 @@ MemorySnapshot::Server::Start() {
       errno = EPERM;
     }
   }
+  // Not UFFD_USER_MODE_ONLY, which any user may have: with it, a system
+  // call that writes into a protected page (read(2) into a tensor, say)
+  // fails with EFAULT instead of waiting for the copy. A forked snapshot
+  // is the safe fallback for such a process.
+  if (uffd < 0 && errno == EPERM) {
+    return absl::UnavailableError(
+        "memory snapshot: userfaultfd: not permitted to this process (it "
+        "needs root, CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or "
+        "read-write access to /dev/userfaultfd)");
+  }
   if (uffd < 0) return Unavailable("userfaultfd", errno);
   impl.uffd = uffd;
   struct uffdio_api api = {};

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,6 +70,48 @@ std::vector<char> ReadAll(MemorySnapshot& snapshot, const char* data,
     EXPECT_TRUE(read.ok()) << read;
   }
   return out;
+}
+
+// A user without the right to userfaultfd (stock Debian: not root,
+// vm.unprivileged_userfaultfd=0) is told what would give it.
+TEST(MemorySnapshotTest, UnprivilegedUserIsToldWhatItNeeds) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  std::ifstream sysctl("/proc/sys/vm/unprivileged_userfaultfd");
+  int unprivileged = 0;
+  if (sysctl >> unprivileged && unprivileged != 0) {
+    GTEST_SKIP() << "vm.unprivileged_userfaultfd is 1 here";
+  }
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(report[0]);
+    // Bazel's sandbox maps only root into its user namespace.
+    std::string message = "SKIP";
+    if (setgid(65534) == 0 && setuid(65534) == 0) {
+      absl::StatusOr<std::unique_ptr<MemorySnapshot::Server>> server =
+          MemorySnapshot::Server::Start();
+      message = server.status().ToString();
+    }
+    (void)!write(report[1], message.data(), message.size());
+    _exit(0);
+  }
+  close(report[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t got; (got = read(report[0], buffer, sizeof(buffer))) > 0;) {
+    message.append(buffer, static_cast<size_t>(got));
+  }
+  close(report[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  if (message == "SKIP") GTEST_SKIP() << "cannot become user 65534 here";
+  EXPECT_EQ(message,
+            "UNAVAILABLE: memory snapshot: userfaultfd: not permitted to "
+            "this process (it needs root, CAP_SYS_PTRACE, "
+            "vm.unprivileged_userfaultfd=1 or read-write access to "
+            "/dev/userfaultfd)");
 }
 
 TEST(MemorySnapshotTest, KeepsTheBytesOfTakeWhileThreadsRewriteThem) {

@@ -753,8 +753,9 @@ absl::StatusOr<torch::Dtype> EntryDtype(const proto::TensorEntry& entry) {
   }
   return *dtype;
 }
-std::vector<int64_t> EntryShape(const proto::TensorEntry& entry) {
-  return std::vector<int64_t>(entry.shape().begin(), entry.shape().end());
+// A view of the entry's own dimensions: a copy was a malloc per tensor.
+torch::IntArrayRef EntryShape(const proto::TensorEntry& entry) {
+  return torch::IntArrayRef(entry.shape().data(), entry.shape_size());
 }
 
 // Tensors larger than this go to a device in chunks of this size.
@@ -817,7 +818,7 @@ absl::Status ReadOntoDevice(const CheckpointReader& reader,
   RETURN_IF_ERROR(reader.ReadTensors(entries, destinations));
   for (size_t k = 0; k < entries.size(); ++k) {
     ASSIGN_OR_RETURN(const torch::Dtype dtype, EntryDtype(*entries[k]));
-    const std::vector<int64_t> shape = EntryShape(*entries[k]);
+    const torch::IntArrayRef shape = EntryShape(*entries[k]);
     out[k].second =
         torch::empty(shape, torch::TensorOptions().dtype(dtype).device(device));
     // A view of the staging storage, not from_blob: the host allocator
@@ -937,7 +938,7 @@ absl::StatusOr<CheckpointState> LoadCheckpointOrThrow(
           errors[i] = dtype.status();
           return;
         }
-        const std::vector<int64_t> shape = EntryShape(entry);
+        const torch::IntArrayRef shape = EntryShape(entry);
         if (options.use_mmap && entry.size_bytes() > 0) {
           absl::StatusOr<absl::Span<const char>> view =
               (*reader)->MappedTensor(entry);

@@ -201,9 +201,10 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& path,
 //     thread, as in every mode.
 //   - It needs Linux >= 6.4 and the right to use userfaultfd (root,
 //     CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access to
-//     /dev/userfaultfd), and anonymous memory (not tensors over a file
-//     mapping). Otherwise the save falls back to kFork, then kCopy (said
-//     once on stderr); last_snapshot() says which one was taken.
+//     /dev/userfaultfd; an ordinary user of our Debian machines has none
+//     of these), and anonymous memory (not tensors over a file mapping).
+//     Otherwise the save falls back to kFork, then kCopy (said once on
+//     stderr, with the reason); last_snapshot() says which one was taken.
 //
 // SnapshotMode::kFork takes the snapshot without copying either: SaveAsync
 // forks, and the child process writes and commits the checkpoint from
