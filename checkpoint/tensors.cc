@@ -559,6 +559,12 @@ size_t AlignedSize(uint64_t bytes) {
   return (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
 }
 
+// The bytes of a contiguous tensor of `dtype` and `shape`.
+size_t ShapeBytes(torch::Dtype dtype, torch::IntArrayRef shape) {
+  return static_cast<size_t>(c10::multiply_integers(shape)) *
+         c10::elementSize(dtype);
+}
+
 // CPU tensors over pieces of one block of memory, each with a storage of
 // its own, so that each is saved, resized and freed as if it were alone.
 // The block's owner is let go with the last of them. For a batch of small
@@ -582,8 +588,7 @@ class BlockTensors {
   // A contiguous tensor of `dtype` and `shape` at `data`, inside the block.
   torch::Tensor Make(const void* data, torch::Dtype dtype,
                      torch::IntArrayRef shape) const {
-    const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
-                         c10::elementSize(dtype);
+    const size_t bytes = ShapeBytes(dtype, shape);
     shared_->users.fetch_add(1, std::memory_order_relaxed);
     // From here on the DataPtr releases the user it was given.
     c10::DataPtr data_ptr(const_cast<void*>(data), shared_, &Release,
@@ -620,8 +625,7 @@ class BlockTensors {
 // count).
 absl::StatusOr<torch::Tensor> HugePagesTensor(torch::Dtype dtype,
                                               torch::IntArrayRef shape) {
-  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
-                       c10::elementSize(dtype);
+  const size_t bytes = ShapeBytes(dtype, shape);
   ASSIGN_OR_RETURN(char* memory, MapHugePages(bytes));
   std::shared_ptr<char> owner(
       memory, [bytes](char* data) { UnmapHugePages(data, bytes); });
@@ -646,8 +650,7 @@ torch::Dtype LoadedDtype(const LoadOptions& options, const std::string& name,
 torch::Tensor NewLoadedTensor(const LoadOptions& options,
                               const std::string& name, torch::Dtype dtype,
                               torch::IntArrayRef shape) {
-  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) *
-                       c10::elementSize(dtype);
+  const size_t bytes = ShapeBytes(dtype, shape);
   if (options.huge_pages && options.device.is_cpu() &&
       bytes >= kHugePageBytes && LoadedDtype(options, name, dtype) == dtype) {
     absl::StatusOr<torch::Tensor> huge = HugePagesTensor(dtype, shape);
